@@ -1,0 +1,71 @@
+"""The ``modelkit`` command line.
+
+Sub-commands are plugins: each is a :class:`Command` registered through the
+``register_commands`` hook, the built-in ones included (``modelkit.default_plugins.commands``).
+Errors a user can fix print one ``error: …`` line and exit with status 1; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from modelkit._version import __version__
+from modelkit.exceptions import ModelkitError
+
+__all__ = ["Command", "build_parser", "main"]
+
+
+@runtime_checkable
+class Command(Protocol):
+    """A ``modelkit`` sub-command."""
+
+    help: str
+    """One line shown by ``modelkit --help``."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Declare the command's options on its own sub-parser."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Do the work; return the process exit status."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser with every registered sub-command."""
+    from modelkit.plugins import collect
+
+    parser = argparse.ArgumentParser(
+        prog="modelkit",
+        description="Version, train, serve and monitor scikit-learn models.",
+    )
+    parser.add_argument("--version", action="version", version=f"modelkit {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name, command in sorted(collect("register_commands").items()):
+        if not isinstance(command, Command):
+            raise ModelkitError(
+                f"the {name!r} command does not implement modelkit.cli.Command "
+                "(help, add_arguments, run)"
+            )
+        command_parser = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(command_parser)
+        command_parser.set_defaults(_command=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = getattr(args, "_command", None)
+        if command is None:
+            parser.print_help()
+            return 2
+        return int(command.run(args))
+    except ModelkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

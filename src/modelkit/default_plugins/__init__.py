@@ -1,0 +1,1 @@
+"""modelkit's built-in behaviour, registered through the same hooks third parties use."""

@@ -1,0 +1,109 @@
+"""Every error and warning modelkit raises, in one tree.
+
+Each error also subclasses the builtin exception a caller would naturally catch, so
+``except ValueError`` still works around code that validates input::
+
+    ModelkitError(Exception)
+    ├── SignatureError(ModelkitError, ValueError)    input does not match a Signature
+    ├── DataError(ModelkitError, ValueError)         bad data; profiles that do not match
+    ├── ArtifactError(ModelkitError)
+    │   ├── ArtifactIntegrityError                   a file's hash, size or presence is wrong
+    │   ├── ArtifactFormatError(…, ValueError)       unreadable or unsupported manifest
+    │   ├── ArtifactExistsError(…, FileExistsError)  the save target is taken
+    │   └── VersionMismatchError                     other library versions, under strict=True
+    ├── UnsupportedModelError(…, TypeError)          not a model, or it lacks the method
+    ├── NotFoundError(ModelkitError, LookupError)    no such model, version, plugin or file
+    └── PluginError(ModelkitError)                   a plugin misbehaved at registration
+
+    ModelkitWarning(UserWarning)
+    ├── HookFailedWarning                            an event hook raised; the work went on
+    └── VersionMismatchWarning                       saved under other library versions
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactExistsError",
+    "ArtifactFormatError",
+    "ArtifactIntegrityError",
+    "DataError",
+    "HookFailedWarning",
+    "ModelkitError",
+    "ModelkitWarning",
+    "NotFoundError",
+    "PluginError",
+    "SignatureError",
+    "UnsupportedModelError",
+    "VersionMismatchError",
+    "VersionMismatchWarning",
+]
+
+
+class ModelkitError(Exception):
+    """Base class of every error modelkit raises on purpose."""
+
+
+class SignatureError(ModelkitError, ValueError):
+    """Input data does not match what the model was trained on.
+
+    The message names the feature, the row (when one row is at fault), what was expected
+    and what was found, e.g. ``feature 'f3' must be numeric, got 'abc' at row 2``.
+    """
+
+
+class DataError(ModelkitError, ValueError):
+    """Data cannot be fingerprinted or profiled as given, or two profiles do not match."""
+
+
+class ArtifactError(ModelkitError):
+    """Base class of errors about saved artifacts."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """An artifact's file is missing, truncated or changed since it was saved.
+
+    Nothing from the artifact is unpickled once this is raised.
+    """
+
+
+class ArtifactFormatError(ArtifactError, ValueError):
+    """An artifact's manifest is unreadable, malformed or of an unsupported format version."""
+
+
+class ArtifactExistsError(ArtifactError, FileExistsError):
+    """Something already exists where an artifact was to be saved (``overwrite=True`` replaces
+    an artifact, never anything else)."""
+
+
+class VersionMismatchError(ArtifactError):
+    """Under ``strict=True``: the artifact was saved with other versions of its libraries."""
+
+
+class NotFoundError(ModelkitError, LookupError):
+    """The named model, version, alias, plugin or file does not exist."""
+
+
+class PluginError(ModelkitError):
+    """A plugin registered something invalid (e.g. a name another plugin already took)."""
+
+
+class UnsupportedModelError(ModelkitError, TypeError):
+    """An object cannot be used as a model, or a model lacks the method asked for.
+
+    Raised by :meth:`modelkit.Model.wrap` when no plugin can wrap the object, and by
+    ``Model.predict_proba`` / ``decision_function`` when the estimator has no such method
+    (the message lists the methods it does have).
+    """
+
+
+class ModelkitWarning(UserWarning):
+    """Base class of every warning modelkit emits."""
+
+
+class HookFailedWarning(ModelkitWarning):
+    """An event hook raised; the hook was skipped and the operation went on."""
+
+
+class VersionMismatchWarning(ModelkitWarning):
+    """An artifact was saved with other versions of the libraries it depends on."""

@@ -1,0 +1,141 @@
+"""Every modelkit hook, grouped by phase.
+
+Plugins implement hooks with :data:`modelkit.hookimpl` and are registered through the
+``modelkit`` entry-point group (or ``PluginManager.register`` in an embedding app).
+
+Docstring template for each hook: one summary line; *Called*: when; *Arguments*: what
+each argument is; *Return*: what is done with the result.
+
+Three families:
+
+- ``register_*(register)`` hooks collect named factories. The plugin calls ``register(name,
+  factory)`` once per thing it provides; two plugins taking the same name is a
+  :class:`~modelkit.exceptions.PluginError`.
+- ``make_*`` hooks are ``firstresult``: the first plugin to return something other than
+  ``None`` wins.
+- ``on_*`` event hooks observe what happened. Their return values are ignored, and one that
+  raises is reported as a :class:`~modelkit.exceptions.HookFailedWarning` and skipped; it never
+  breaks the operation it observes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from modelkit.artifact import Artifact
+    from modelkit.cli import Command
+    from modelkit.model import Model
+    from modelkit.signature import Signature
+    from modelkit.stores import ArtifactStore
+
+__all__ = ["hookimpl", "hookspec"]
+
+PROJECT_NAME = "modelkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+"""Marker for hook specifications (used by modelkit itself)."""
+
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marker for hook implementations: decorate plugin functions with ``@hookimpl``."""
+
+
+# -- registration: collect named factories ------------------------------------------------
+
+
+@hookspec
+def register_artifact_stores(
+    register: Callable[[str, Callable[[str], ArtifactStore]], None],
+) -> None:
+    """Register artifact stores by URL scheme.
+
+    *Called*: the first time a store is looked up by URL (``modelkit.stores.open_store``).
+
+    *Arguments*: ``register(scheme, factory)``; ``factory(url)`` returns an
+    :class:`~modelkit.stores.ArtifactStore` for a URL of that scheme (``"file"`` for
+    ``file:///srv/models`` and plain paths).
+
+    *Return*: nothing; call ``register`` once per scheme.
+    """
+
+
+# -- model wrapping -----------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def make_model(obj: Any, signature: Signature | None, sample: Any) -> Model | None:
+    """Wrap an arbitrary fitted object as a :class:`~modelkit.Model`.
+
+    *Called*: by :meth:`modelkit.Model.wrap` (and so by everything that accepts "a model"):
+    training, saving artifacts, serving an object passed in-process.
+
+    *Arguments*: ``obj`` the object to wrap; ``signature`` the signature the caller gave, or
+    ``None`` to infer one; ``sample`` example input data to infer the signature from, or
+    ``None``.
+
+    *Return*: a ``Model``, or ``None`` to let the next plugin try. The built-in plugin wraps
+    anything with a scikit-learn style ``predict`` and runs last.
+    """
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+@hookspec
+def on_prediction(model: Model, method: str, inputs: np.ndarray | Any, outputs: Any) -> None:
+    """Observe a batch of predictions.
+
+    *Called*: after every successful ``Model.predict`` / ``predict_proba`` /
+    ``decision_function`` call, in the caller's thread.
+
+    *Arguments*: ``model`` the model; ``method`` the method name; ``inputs`` the validated
+    input exactly as the estimator saw it; ``outputs`` what the method returned.
+
+    *Return*: ignored. Keep it fast: it runs on the prediction path.
+    """
+
+
+@hookspec
+def on_artifact_saved(artifact: Artifact, path: Path) -> None:
+    """Observe an artifact that was just written.
+
+    *Called*: after :meth:`modelkit.Artifact.save` renamed the complete directory into place.
+
+    *Arguments*: ``artifact`` the saved artifact; ``path`` its final directory.
+
+    *Return*: ignored.
+    """
+
+
+@hookspec
+def on_artifact_loaded(artifact: Artifact, path: Path) -> None:
+    """Observe an artifact that was just loaded and verified.
+
+    *Called*: after :meth:`modelkit.Artifact.load` checked every hash and unpickled the model.
+
+    *Arguments*: ``artifact`` the loaded artifact; ``path`` the directory it came from.
+
+    *Return*: ignored.
+    """
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+@hookspec
+def register_commands(register: Callable[[str, Command], None]) -> None:
+    """Register ``modelkit`` sub-commands.
+
+    *Called*: when the ``modelkit`` command line starts.
+
+    *Arguments*: ``register(name, command)``; ``command`` is a :class:`~modelkit.cli.Command`
+    (``help``, ``add_arguments(parser)``, ``run(args) -> int``).
+
+    *Return*: nothing; call ``register`` once per sub-command.
+    """
