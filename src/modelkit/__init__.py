@@ -1,0 +1,41 @@
+"""modelkit: take a scikit-learn model from a notebook to production and keep it healthy.
+
+The public names are re-exported here; everything else lives in its own module
+(``modelkit.plugins``, ``modelkit.stores``, ``modelkit.exceptions``, …). Importing modelkit
+loads neither scikit-learn, pandas nor any plugin: those come when first needed.
+"""
+
+from modelkit._version import __version__
+from modelkit.artifact import Artifact, Manifest
+from modelkit.data import Dataset, Profile, fingerprint
+from modelkit.exceptions import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    DataError,
+    ModelkitError,
+    ModelkitWarning,
+    NotFoundError,
+    SignatureError,
+)
+from modelkit.hookspecs import hookimpl
+from modelkit.model import Model
+from modelkit.signature import Signature
+
+__all__ = [
+    "Artifact",
+    "ArtifactError",
+    "ArtifactIntegrityError",
+    "DataError",
+    "Dataset",
+    "Manifest",
+    "Model",
+    "ModelkitError",
+    "ModelkitWarning",
+    "NotFoundError",
+    "Profile",
+    "Signature",
+    "SignatureError",
+    "__version__",
+    "fingerprint",
+    "hookimpl",
+]
