@@ -30,6 +30,7 @@ from tests.strategies import (
 )
 
 from modelkit.exceptions import ArtifactFormatError, SignatureError
+from modelkit._tabular import describe
 from modelkit.signature import MAX_LEVELS, Signature
 
 
@@ -621,7 +622,7 @@ def test_mixed_rows_validate_and_an_unknown_level_is_reported(
     level = data.draw(st.text(max_size=4).filter(lambda text: text not in features[name]))
     records[i][name] = level
     assert error_of(sig, records).startswith(
-        f"feature {name!r} has unknown level {level!r} at row {i} (expected one of"
+        f"feature {name!r} has unknown level {describe(level)} at row {i} (expected one of"
     )
 
 
