@@ -4,6 +4,7 @@ Each error also subclasses the builtin exception a caller would naturally catch,
 ``except ValueError`` still works around code that validates input::
 
     ModelkitError(Exception)
+    ├── UsageError(ModelkitError, ValueError)        an argument is invalid; says what is accepted
     ├── SignatureError(ModelkitError, ValueError)    input does not match a Signature
     ├── DataError(ModelkitError, ValueError)         bad data; profiles that do not match
     ├── ArtifactError(ModelkitError)
@@ -13,6 +14,9 @@ Each error also subclasses the builtin exception a caller would naturally catch,
     │   └── VersionMismatchError                     other library versions, under strict=True
     ├── UnsupportedModelError(…, TypeError)          not a model, or it lacks the method
     ├── NotFoundError(ModelkitError, LookupError)    no such model, version, plugin or file
+    ├── RegistryError(ModelkitError)                 a refused registry operation
+    ├── ServingError(ModelkitError)                  a served app cannot be built or started
+    ├── MissingDependencyError(…, ImportError)       an optional extra is not installed
     └── PluginError(ModelkitError)                   a plugin misbehaved at registration
 
     ModelkitWarning(UserWarning)
@@ -29,12 +33,16 @@ __all__ = [
     "ArtifactIntegrityError",
     "DataError",
     "HookFailedWarning",
+    "MissingDependencyError",
     "ModelkitError",
     "ModelkitWarning",
     "NotFoundError",
     "PluginError",
+    "RegistryError",
+    "ServingError",
     "SignatureError",
     "UnsupportedModelError",
+    "UsageError",
     "VersionMismatchError",
     "VersionMismatchWarning",
 ]
@@ -42,6 +50,11 @@ __all__ = [
 
 class ModelkitError(Exception):
     """Base class of every error modelkit raises on purpose."""
+
+
+class UsageError(ModelkitError, ValueError):
+    """A function or command was called with an invalid argument; the message says what is
+    accepted (e.g. ``cv must be an int >= 2, 'holdout' or a splitter, got 1``)."""
 
 
 class SignatureError(ModelkitError, ValueError):
@@ -82,6 +95,21 @@ class VersionMismatchError(ArtifactError):
 
 class NotFoundError(ModelkitError, LookupError):
     """The named model, version, alias, plugin or file does not exist."""
+
+
+class RegistryError(ModelkitError):
+    """The registry refused an operation (e.g. archiving a version an alias points to), or its
+    database was written by a newer modelkit."""
+
+
+class MissingDependencyError(ModelkitError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the
+    extra to install (``pip install 'modelkit[postgres]'``)."""
+
+
+class ServingError(ModelkitError):
+    """A served application cannot be built or started (no models, duplicate names, a model
+    that failed to load). Errors of single requests are HTTP answers, never this."""
 
 
 class PluginError(ModelkitError):

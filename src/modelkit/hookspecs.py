@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from modelkit.artifact import Artifact
     from modelkit.cli import Command
     from modelkit.model import Model
+    from modelkit.registry import AliasEvent, ModelVersion, Registry, RegistryBackend
     from modelkit.signature import Signature
     from modelkit.stores import ArtifactStore
 
@@ -60,6 +61,22 @@ def register_artifact_stores(
     *Arguments*: ``register(scheme, factory)``; ``factory(url)`` returns an
     :class:`~modelkit.stores.ArtifactStore` for a URL of that scheme (``"file"`` for
     ``file:///srv/models`` and plain paths).
+
+    *Return*: nothing; call ``register`` once per scheme.
+    """
+
+
+@hookspec
+def register_registry_backends(
+    register: Callable[[str, Callable[[str], RegistryBackend]], None],
+) -> None:
+    """Register registry metadata backends by URL scheme.
+
+    *Called*: when a :class:`~modelkit.Registry` is opened.
+
+    *Arguments*: ``register(scheme, factory)``; ``factory(url)`` returns a
+    :class:`~modelkit.registry.RegistryBackend` for a URL of that scheme (``"sqlite"`` for
+    ``sqlite:///…`` and directories, ``"postgresql"`` for ``postgresql://…``).
 
     *Return*: nothing; call ``register`` once per scheme.
     """
@@ -120,6 +137,33 @@ def on_artifact_loaded(artifact: Artifact, path: Path) -> None:
     *Called*: after :meth:`modelkit.Artifact.load` checked every hash and unpickled the model.
 
     *Arguments*: ``artifact`` the loaded artifact; ``path`` the directory it came from.
+
+    *Return*: ignored.
+    """
+
+
+@hookspec
+def on_model_registered(registry: Registry, version: ModelVersion) -> None:
+    """Observe a new model version.
+
+    *Called*: after :meth:`modelkit.Registry.register` committed the version row.
+
+    *Arguments*: ``registry`` the registry; ``version`` the new
+    :class:`~modelkit.registry.ModelVersion`.
+
+    *Return*: ignored.
+    """
+
+
+@hookspec
+def on_alias_changed(registry: Registry, event: AliasEvent) -> None:
+    """Observe an alias being set, moved, removed or rolled back (a promotion, say).
+
+    *Called*: after the alias change and its history event were committed; not when an alias
+    is set to the version it already points to.
+
+    *Arguments*: ``registry`` the registry; ``event`` the
+    :class:`~modelkit.registry.AliasEvent` (old and new version, time, actor, reason).
 
     *Return*: ignored.
     """

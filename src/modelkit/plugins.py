@@ -59,7 +59,10 @@ DISABLE_ENV = "MODELKIT_DISABLE_PLUGINS"
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("modelkit.sklearn_model", "modelkit.default_plugins.sklearn_model"),
     ("modelkit.local_store", "modelkit.default_plugins.local_store"),
+    ("modelkit.sqlite_registry", "modelkit.default_plugins.sqlite_registry"),
+    ("modelkit.postgres_registry", "modelkit.default_plugins.postgres_registry"),
     ("modelkit.commands", "modelkit.default_plugins.commands"),
+    ("modelkit.registry_commands", "modelkit.default_plugins.registry_commands"),
     ("modelkit.demo", "modelkit.default_plugins.demo"),
 )
 """``(plugin name, module)`` of every built-in plugin, in registration order."""
@@ -159,7 +162,7 @@ def notify(hook: str, /, **kwargs: Any) -> None:
     for impl in reversed(impls):  # pluggy's own order: last registered first
         try:
             impl.function(*[kwargs[arg] for arg in impl.argnames])
-        except Exception as exc:  # noqa: PERF203 - each failure is reported, never raised
+        except Exception as exc:
             warnings.warn(
                 HookFailedWarning(
                     f"plugin {impl.plugin_name!r} raised in {hook}: "
