@@ -22,6 +22,7 @@ class PluginsCommand:
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     def run(self, args: argparse.Namespace) -> int:
+        from modelkit._tables import render_table
         from modelkit.plugins import list_plugins
 
         infos = list_plugins()
@@ -36,10 +37,7 @@ class PluginsCommand:
             )
             for info in infos
         ]
-        headers = ("PLUGIN", "FROM", "HOOKS")
-        widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(2)]
-        for name, source, hooks in [headers, *rows]:
-            print(f"{name:<{widths[0]}}  {source:<{widths[1]}}  {hooks}")
+        print(render_table(("PLUGIN", "FROM", "HOOKS"), rows))
         return 0
 
 
