@@ -154,7 +154,10 @@ def _from_rows(rows: Sequence[Any], names: Sequence[str], *, keep_objects: bool)
     except ValueError as exc:  # rows of different lengths, or a value that is a sequence
         raise _ragged(rows, names) from exc
     if grid.ndim > 2 or (
-        grid.ndim == 1 and grid.dtype.kind == "O" and isinstance(grid[0], _SEQUENCE_TYPES)
+        grid.ndim == 1
+        and grid.size
+        and grid.dtype.kind == "O"
+        and isinstance(grid[0], _SEQUENCE_TYPES)
     ):
         raise _ragged(rows, names)  # some value is itself a list, or rows differ in length
     if grid.dtype.kind in "US":

@@ -29,8 +29,8 @@ from tests.strategies import (
     numeric_rows,
 )
 
-from modelkit.exceptions import ArtifactFormatError, SignatureError
 from modelkit._tabular import describe
+from modelkit.exceptions import ArtifactFormatError, SignatureError
 from modelkit.signature import MAX_LEVELS, Signature
 
 
@@ -707,3 +707,9 @@ def test_encoder_columns_may_be_given_by_position_or_mask(columns: Any, levels: 
     sig = Signature.from_estimator(pipeline)
     assert sig.levels == levels
     assert sig.input_type == "ndarray"
+
+
+@pytest.mark.parametrize("empty", [[], (), np.empty((0,), dtype=object)])
+def test_no_rows_with_categorical_features_is_a_signature_error(empty: Any) -> None:
+    sig = Signature(names=["a", "b"], dtypes=["object", "float64"], levels={"a": ("x", "y")})
+    assert error_of(sig, empty) == "expected at least one row, got none"
