@@ -15,11 +15,16 @@ from modelkit.exceptions import (
     ModelkitError,
     ModelkitWarning,
     NotFoundError,
+    RegistryError,
     SignatureError,
+    UsageError,
 )
 from modelkit.hookspecs import hookimpl
 from modelkit.model import Model
+from modelkit.registry import Registry
+from modelkit.serving import asgi_app, wsgi_app
 from modelkit.signature import Signature
+from modelkit.training import TrainResult, TuneResult, train, tune
 
 __all__ = [
     "Artifact",
@@ -33,9 +38,18 @@ __all__ = [
     "ModelkitWarning",
     "NotFoundError",
     "Profile",
+    "Registry",
+    "RegistryError",
     "Signature",
     "SignatureError",
+    "TrainResult",
+    "TuneResult",
+    "UsageError",
     "__version__",
+    "asgi_app",
     "fingerprint",
     "hookimpl",
+    "train",
+    "tune",
+    "wsgi_app",
 ]

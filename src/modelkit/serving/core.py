@@ -1,0 +1,690 @@
+"""The framework-neutral serving core: (method, path, headers, body) → (status, headers, body).
+
+:class:`App` holds the served models and answers :class:`Request` records with
+:class:`Response` records. Routing, content encodings, the three wire protocols, validation,
+error mapping, readiness and metrics all live here once; the WSGI and ASGI adapters only move
+bytes between their server and :meth:`App.handle`::
+
+    app = App(model, "fraud@production", max_body_size=8 * 2**20)
+    app.start()                     # resolve registry URIs, verify hashes, load
+    app.handle(Request("POST", "/predict", headers={"content-type": "application/json"},
+                       body=b'{"features": [[0.1, 2.0]]}'))
+
+The application goes through the states ``loading`` → ``ready`` → ``draining`` →
+``stopped`` (or ``failed`` when loading raised). Prediction and model routes answer 503 with
+``Retry-After`` unless it is ``ready``; ``/healthz`` answers 200 in every state.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import attrs
+
+from modelkit.exceptions import DataError, NotFoundError, SignatureError, UnsupportedModelError
+from modelkit.serving._http import (
+    DEFAULT_MAX_BODY_SIZE,
+    JSON_TYPE,
+    HTTPError,
+    ServingError,
+    accepts_gzip,
+    decode_body,
+    dumps,
+    gzip_body,
+    make_headers,
+)
+from modelkit.serving.metrics import CONTENT_TYPE as METRICS_TYPE
+from modelkit.serving.metrics import Metrics
+
+if TYPE_CHECKING:
+    from modelkit.model import Model
+    from modelkit.registry import Registry
+
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "STATES",
+    "App",
+    "HTTPError",
+    "Request",
+    "Response",
+    "Route",
+    "ServedModel",
+    "ServingError",
+]
+
+logger = logging.getLogger("modelkit.serving")
+
+STATES = ("loading", "ready", "draining", "stopped", "failed")
+"""The states of an :class:`App`, in the order it goes through them."""
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")
+_UNMATCHED = "unmatched"
+
+
+# -- records ---------------------------------------------------------------------------------
+
+
+def _header_map(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
+    pairs = value.items() if isinstance(value, Mapping) else value
+    return make_headers(pairs)
+
+
+@attrs.frozen
+class Request:
+    """One HTTP request, as an adapter hands it to :meth:`App.handle`.
+
+    ``path`` is the path below the mount point (``/predict``, not ``/ml/predict``), already
+    percent-decoded; ``query`` the raw query string; ``headers`` a mapping or pairs (names
+    are lower-cased, repeated headers joined with ``", "``); ``body`` the raw body bytes,
+    still content-encoded. ``id`` is set by :meth:`App.handle` (the client's
+    ``X-Request-ID`` when it sent a usable one, else a new uuid4 hex).
+    """
+
+    method: str
+    path: str
+    query: str = ""
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_header_map)
+    body: bytes | bytearray = b""
+    id: str = ""
+
+    def param(self, name: str) -> str | None:
+        """The first value of query parameter ``name``, or ``None``."""
+        values = parse_qs(self.query, keep_blank_values=True).get(name)
+        return values[0] if values else None
+
+
+def _pairs(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class Response:
+    """An HTTP response: status, header pairs and body bytes."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (case-insensitive), or ``None``."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
+
+    @property
+    def reason(self) -> str:
+        """The status line's reason phrase (``"OK"``, ``"Not Found"``…)."""
+        try:
+            return http.HTTPStatus(self.status).phrase
+        except ValueError:
+            return "Unknown"
+
+    @classmethod
+    def json(cls, status: int, document: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
+        """A JSON response (numpy values are converted, NaN and ±inf become ``null``)."""
+        return cls(status, (("content-type", JSON_TYPE), *headers), dumps(document))
+
+    @classmethod
+    def text(
+        cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8"
+    ) -> Response:
+        """A plain-text response."""
+        return cls(status, (("content-type", content_type),), text.encode())
+
+    @classmethod
+    def error(cls, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
+        """The error shape of every route: ``{"error": message}``."""
+        return cls.json(status, {"error": message}, headers)
+
+
+@attrs.frozen
+class ServedModel:
+    """A model as served: its name, version, origin and load time.
+
+    ``version`` is the registry version as a string (``"3"``), or ``None`` for a model
+    passed in-process: such a model has no version on the wire (``null`` in JSON, absent
+    where the protocol makes it optional, and every ``/versions/{v}`` path is a 404).
+    """
+
+    name: str
+    model: Model
+    version: str | None = None
+    uri: str | None = None
+    sha256: str | None = None
+    load_seconds: float = 0.0
+
+
+Handler = Callable[["App", Request, Mapping[str, str]], Response]
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", template)
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    )
+    return re.compile(regex + r"\Z")
+
+
+@attrs.frozen
+class Route:
+    """One route: method, path template (``/v2/models/{name}/infer``) and handler.
+
+    ``models`` routes need the models loaded: they answer 503 (with ``Retry-After``) unless
+    the application is ready.
+    """
+
+    method: str
+    template: str
+    handler: Handler = attrs.field(repr=False, eq=False)
+    summary: str = ""
+    models: bool = False
+    pattern: re.Pattern[str] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "pattern", _pattern(self.template))
+
+
+def default_routes() -> tuple[Route, ...]:
+    """Every route modelkit serves: health, metrics, OpenAPI and the three protocols."""
+    from modelkit.serving import _v2, codecs
+
+    def get(template: str, handler: Handler, summary: str, *, models: bool = False) -> Route:
+        return Route("GET", template, handler, summary, models)
+
+    def post(template: str, handler: Handler, summary: str) -> Route:
+        return Route("POST", template, handler, summary, models=True)
+
+    return (
+        get("/healthz", _healthz, "Liveness: 200 while the process serves requests"),
+        get("/readyz", _readyz, "Readiness: 200 when models are loaded, else 503"),
+        get("/metrics", _metrics, "Prometheus metrics (text exposition format 0.0.4)"),
+        get("/openapi.json", _openapi, "This API as an OpenAPI 3.1 document"),
+        post("/predict", codecs.predict, "Predict rows (the seed protocol)"),
+        post("/invocations", codecs.invocations, "Predict rows (MLflow scoring protocol)"),
+        get("/ping", codecs.ping, "MLflow health check", models=True),
+        get("/health", codecs.ping, "MLflow health check (same as /ping)", models=True),
+        get("/version", codecs.version, "The modelkit version (MLflow protocol)"),
+        get("/v2", _v2.server_metadata, "Open Inference Protocol: server metadata"),
+        get("/v2/", _v2.server_metadata, "Open Inference Protocol: server metadata"),
+        get("/v2/health/live", _v2.live, "Open Inference Protocol: server liveness"),
+        get("/v2/health/ready", _v2.ready, "Open Inference Protocol: server readiness"),
+        get("/v2/models/{name}", _v2.model_metadata, "Model metadata", models=True),
+        get(
+            "/v2/models/{name}/versions/{version}",
+            _v2.model_metadata,
+            "Model metadata (one version)",
+            models=True,
+        ),
+        get("/v2/models/{name}/ready", _v2.model_ready, "Model readiness"),
+        get(
+            "/v2/models/{name}/versions/{version}/ready",
+            _v2.model_ready,
+            "Model readiness (one version)",
+        ),
+        post("/v2/models/{name}/infer", _v2.infer, "Open Inference Protocol: inference"),
+        post(
+            "/v2/models/{name}/versions/{version}/infer",
+            _v2.infer,
+            "Open Inference Protocol: inference (one version)",
+        ),
+    )
+
+
+# -- the application -------------------------------------------------------------------------
+
+
+@attrs.define(init=False, repr=False)
+class App:
+    """The served models and everything needed to answer requests for them.
+
+    ``models``: each a :class:`~modelkit.Model` (it must have a name), a registry URI
+    (``"churn@production"``, ``"fraud/7"``, ``"models:/churn/3"``), or a mapping of served
+    name to either; ``named`` gives more as ``name=model``. The first model is the default
+    of ``/predict`` and ``/invocations`` (``?model=NAME`` selects another); the Open
+    Inference Protocol selects by path. URIs are resolved, hash-verified and loaded by
+    :meth:`start` through ``registry`` (a :class:`~modelkit.Registry`, a registry URL, or
+    ``None`` for the default ``Registry()``); a registry opened here is closed afterwards.
+
+    ``max_body_size`` bounds request bodies, after decompression (413 beyond);
+    ``retry_after`` is the ``Retry-After`` of 503 answers, in seconds; ``drain_timeout``
+    how long :meth:`drain` waits for requests in flight; responses of at least
+    ``compress_min_size`` bytes are gzipped for clients that accept it (``None``: never).
+    """
+
+    sources: tuple[tuple[str | None, Model | str], ...]
+    registry: Registry | str | None
+    max_body_size: int
+    retry_after: int
+    drain_timeout: float
+    compress_min_size: int | None
+    metrics: Metrics
+    routes: tuple[Route, ...]
+    _models: dict[str, ServedModel]
+    _state: str
+    _error: str | None
+    _cond: threading.Condition
+    _start_lock: threading.Lock
+    _in_flight: int
+    _cache: dict[str, Any]
+
+    def __init__(
+        self,
+        *models: Model | str | Mapping[str, Model | str],
+        registry: Registry | str | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        retry_after: int = 5,
+        drain_timeout: float = 30.0,
+        compress_min_size: int | None = 1024,
+        **named: Model | str,
+    ) -> None:
+        """Check the model list; nothing is loaded until :meth:`start`."""
+        sources = _sources(models, named)
+        if max_body_size < 1:
+            raise ServingError(
+                f"max_body_size must be a positive number of bytes, got {max_body_size}"
+            )
+        self.__attrs_init__(
+            sources,
+            registry,
+            int(max_body_size),
+            int(retry_after),
+            float(drain_timeout),
+            compress_min_size,
+            Metrics(),
+            default_routes(),
+            {},
+            "loading",
+            None,
+            threading.Condition(),
+            threading.Lock(),
+            0,
+            {},
+        )
+
+    def __repr__(self) -> str:
+        """``App(state='ready', models=['seed', 'churn'])``."""
+        names = list(self._models) or [
+            name or (source if isinstance(source, str) else str(source.name))
+            for name, source in self.sources
+        ]
+        return f"App(state={self._state!r}, models={names!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``loading``, ``ready``, ``draining``, ``stopped`` or ``failed``."""
+        return self._state
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests :meth:`handle` is answering right now."""
+        return self._in_flight
+
+    @property
+    def models(self) -> Mapping[str, ServedModel]:
+        """The served models by name, in order (empty until :meth:`start` has run)."""
+        return dict(self._models)
+
+    @property
+    def default(self) -> ServedModel:
+        """The first served model: what ``/predict`` uses without ``?model=``."""
+        self._require_ready()
+        return next(iter(self._models.values()))
+
+    def start(self) -> None:
+        """Resolve, verify and load every model; then accept predictions.
+
+        Idempotent once ready. Errors (an unknown URI, an artifact whose hash does not
+        match the registry, two models with one name) propagate, and the application
+        stays ``failed``.
+        """
+        with self._start_lock:  # not the request lock: requests get a 503 meanwhile
+            if self._state != "loading":
+                if self._state == "failed":
+                    raise ServingError(f"this application failed to start: {self._error}")
+                return
+            try:
+                served = _load(self.sources, self.registry)
+            except BaseException as exc:
+                self._state, self._error = "failed", f"{type(exc).__name__}: {exc}"
+                raise
+            self._models = served
+            for entry in served.values():
+                self.metrics.describe_model(
+                    entry.name,
+                    version=entry.version,
+                    uri=entry.uri,
+                    sha256=entry.sha256,
+                    load_seconds=entry.load_seconds,
+                )
+            self._state = "ready"
+            self._cache.clear()
+            self.metrics.set_ready(True)
+        logger.info("serving %s", ", ".join(_describe(m) for m in served.values()))
+
+    def begin_drain(self) -> None:
+        """Stop accepting predictions (readiness turns 503); requests in flight go on."""
+        with self._cond:
+            if self._state in {"loading", "ready"}:
+                self._state = "draining"
+            self.metrics.set_ready(False)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Stop accepting predictions and wait for the requests in flight; then stop.
+
+        Waits at most ``timeout`` seconds (default: ``drain_timeout``); returns whether every
+        request finished in time.
+        """
+        self.begin_drain()
+        limit = self.drain_timeout if timeout is None else timeout
+        with self._cond:
+            done = self._cond.wait_for(lambda: self._in_flight == 0, timeout=limit)
+            if self._state == "draining":
+                self._state = "stopped"
+        if not done:
+            logger.warning("stopped with %d requests still in flight", self._in_flight)
+        return done
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def check_length(self, headers: Mapping[str, str]) -> HTTPError | None:
+        """The error for a declared Content-Length that is invalid or too large, if any.
+
+        Adapters call this before reading the body, so that an oversized body is refused
+        without being read.
+        """
+        raw = headers.get("content-length")
+        if raw is None:
+            return None
+        try:
+            length = int(raw)
+        except ValueError:
+            return HTTPError(400, f"invalid Content-Length header {raw!r}")
+        if length < 0:
+            return HTTPError(400, f"invalid Content-Length header {raw!r}")
+        if length > self.max_body_size:
+            return self.too_large()
+        return None
+
+    def too_large(self) -> HTTPError:
+        """The 413 error for a body over ``max_body_size``."""
+        return HTTPError(
+            413, f"request body is larger than {self.max_body_size} bytes (the server's limit)"
+        )
+
+    def handle(self, request: Request, *, error: HTTPError | None = None) -> Response:
+        """Answer one request; never raises.
+
+        ``error`` is a failure the adapter already found (a body over the limit, a broken
+        upload): the request is routed, then answered with that error.
+        """
+        started = time.perf_counter()
+        request_id = _request_id(request.headers)
+        request = attrs.evolve(request, id=request_id)
+        head = request.method == "HEAD"
+        template, label = _UNMATCHED, ""
+        with self._cond:
+            self._in_flight += 1
+        self.metrics.enter()
+        try:
+            try:
+                route, params = self._match("GET" if head else request.method, request.path)
+                template = route.template
+                label = self._label(route, params, request)
+                if error is not None:
+                    raise error
+                if route.models:
+                    self._require_ready()
+                if route.method == "POST":
+                    body = decode_body(request.body, request.headers, self.max_body_size)
+                    request = attrs.evolve(request, body=body)
+                response = route.handler(self, request, params)
+            except Exception as exc:  # every failure becomes an error response
+                response = self._failure(exc, request)
+            response = self._finish(response, request, head=head)
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._cond.notify_all()
+            self.metrics.leave()
+        self.metrics.observe(template, label, response.status, time.perf_counter() - started)
+        return response
+
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        """The served model ``name`` (and ``version``, when given), or a 404."""
+        served = self._models.get(name)
+        if served is None:
+            known = ", ".join(repr(n) for n in self._models)
+            raise HTTPError(404, f"no model named {name!r} is served here (serving: {known})")
+        if version is not None and version != served.version:
+            have = "no version" if served.version is None else f"version {served.version!r}"
+            raise HTTPError(
+                404,
+                f"model {name!r} has no version {version!r} here: it is served with {have}",
+            )
+        return served
+
+    def select(self, request: Request) -> ServedModel:
+        """The model ``?model=NAME`` names, else the default (first) model."""
+        name = request.param("model")
+        return self.default if name is None else self.model(name)
+
+    def cached(self, key: str, build: Callable[[], Any]) -> Any:
+        """A value computed once per loaded model set (metadata, the OpenAPI document)."""
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = build()
+        return value
+
+    def unavailable(self) -> HTTPError:
+        """The 503 error describing why predictions are refused in the current state."""
+        if self._state == "loading":
+            message = "the server is loading its models; retry shortly"
+        elif self._state == "failed":
+            message = f"the server could not load its models ({self._error}); see its log"
+        else:
+            message = "the server is shutting down; retry on another instance"
+        return HTTPError(503, message, headers=[("retry-after", str(self.retry_after))])
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _require_ready(self) -> None:
+        if self._state != "ready":
+            raise self.unavailable()
+
+    def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        allowed: list[str] = []
+        for route in self.routes:
+            found = route.pattern.match(path)
+            if found is None:
+                continue
+            if route.method == method:
+                return route, found.groupdict()
+            allowed.append(route.method)
+        if not allowed:
+            raise HTTPError(404, f"no route {path!r}; GET /openapi.json lists every route")
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        allow = ", ".join(sorted(set(allowed)))
+        raise HTTPError(
+            405,
+            f"{method} is not allowed on {path!r} (allowed: {allow})",
+            headers=[("allow", allow)],
+        )
+
+    def _label(self, route: Route, params: Mapping[str, str], request: Request) -> str:
+        if not route.models or self._state != "ready":
+            return ""
+        name = params.get("name")
+        if name is None:
+            name = request.param("model") or next(iter(self._models))
+        return name if name in self._models else ""
+
+    def _failure(self, exc: Exception, request: Request) -> Response:
+        if isinstance(exc, HTTPError):
+            return Response.error(exc.status, exc.message, exc.headers)
+        if isinstance(exc, SignatureError | UnsupportedModelError | DataError):
+            return Response.error(400, str(exc))
+        if isinstance(exc, NotFoundError):
+            return Response.error(404, str(exc))
+        logger.error(
+            "request %s (%s %s) failed", request.id, request.method, request.path, exc_info=exc
+        )
+        return Response.error(
+            500,
+            f"the model failed on this request (request id {request.id}); "
+            "the server log has the details",
+        )
+
+    def _finish(self, response: Response, request: Request, *, head: bool) -> Response:
+        headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
+        body = response.body
+        limit = self.compress_min_size
+        if (
+            limit is not None
+            and len(body) >= limit
+            and response.header("content-encoding") is None
+            and accepts_gzip(request.headers)
+        ):
+            body = gzip_body(body)
+            headers += [("content-encoding", "gzip"), ("vary", "Accept-Encoding")]
+        headers += [("content-length", str(len(body))), ("x-request-id", request.id)]
+        return Response(response.status, headers, b"" if head else body)
+
+
+# -- building and loading --------------------------------------------------------------------
+
+
+def _sources(
+    models: tuple[Any, ...], named: Mapping[str, Any]
+) -> tuple[tuple[str | None, Model | str], ...]:
+    from modelkit.model import Model
+
+    items: list[tuple[str | None, Any]] = []
+    for item in models:
+        if isinstance(item, Mapping):
+            items.extend(item.items())
+        else:
+            items.append((None, item))
+    items.extend(named.items())
+    if not items:
+        raise ServingError("serve at least one model: pass a Model or a registry URI")
+    for name, item in items:
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ServingError(
+                f"a served model name must be a non-empty string without '/', got {name!r}"
+            )
+        if isinstance(item, Model):
+            if name is None and not item.name:
+                raise ServingError(
+                    "a Model served without a name: build it with Model.wrap(..., name='churn') "
+                    "or pass it as churn=model"
+                )
+        elif not isinstance(item, str) or not item:
+            raise UnsupportedModelError(
+                f"cannot serve a {type(item).__name__}: pass a modelkit Model or a registry URI "
+                "such as 'churn@production' (wrap an estimator with Model.wrap)"
+            )
+    return tuple(items)
+
+
+def _load(
+    sources: tuple[tuple[str | None, Model | str], ...], registry: Registry | str | None
+) -> dict[str, ServedModel]:
+    from modelkit.model import Model
+
+    served: dict[str, ServedModel] = {}
+    opened: Registry | None = None
+    try:
+        for name, item in sources:
+            started = time.perf_counter()
+            if isinstance(item, Model):
+                entry = ServedModel(name=name or str(item.name), model=item)
+            else:
+                if opened is None:
+                    opened = _open_registry(registry)
+                found = opened.resolve(item)
+                # load the exact version resolved, even if an alias moves meanwhile
+                model = opened.load(f"models:/{found.name}/{found.version}")
+                entry = ServedModel(
+                    name=name or found.name,
+                    model=model,
+                    version=str(found.version),
+                    uri=item,
+                    sha256=found.artifact_sha256,
+                    load_seconds=time.perf_counter() - started,
+                )
+            if entry.name in served:
+                raise ServingError(
+                    f"two served models are named {entry.name!r}; give one another name "
+                    f"(e.g. {entry.name}_2=...)"
+                )
+            if entry.model.name != entry.name:
+                entry = attrs.evolve(entry, model=attrs.evolve(entry.model, name=entry.name))
+            served[entry.name] = entry
+    finally:
+        if opened is not None and opened is not registry:
+            opened.close()
+    return served
+
+
+def _open_registry(registry: Registry | str | None) -> Registry:
+    from modelkit.registry import Registry
+
+    if isinstance(registry, Registry):
+        return registry
+    return Registry(registry)
+
+
+def _describe(entry: ServedModel) -> str:
+    version = "unversioned" if entry.version is None else f"version {entry.version}"
+    origin = f" from {entry.uri}" if entry.uri else ""
+    return f"{entry.name!r} ({version}{origin})"
+
+
+def _request_id(headers: Mapping[str, str]) -> str:
+    given = headers.get(REQUEST_ID_HEADER)
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+# -- the core's own routes -------------------------------------------------------------------
+
+
+def _healthz(app: App, request: Request, params: Mapping[str, str]) -> Response:
+    return Response.json(200, {"status": "ok", "state": app.state})
+
+
+def _readyz(app: App, request: Request, params: Mapping[str, str]) -> Response:
+    if app.state == "ready":
+        return Response.json(200, {"status": "ready", "models": list(app.models)})
+    error = app.unavailable()
+    return Response.json(503, {"status": app.state, "error": error.message}, error.headers)
+
+
+def _metrics(app: App, request: Request, params: Mapping[str, str]) -> Response:
+    return Response.text(200, app.metrics.render(), METRICS_TYPE)
+
+
+def _openapi(app: App, request: Request, params: Mapping[str, str]) -> Response:
+    from modelkit.serving.openapi import document
+
+    if app.state != "ready":
+        return Response.json(200, document(app))
+    return Response(
+        200, (("content-type", JSON_TYPE),), app.cached("openapi", lambda: dumps(document(app)))
+    )
