@@ -22,6 +22,7 @@ from modelkit.exceptions import (
 from modelkit.hookspecs import hookimpl
 from modelkit.model import Model
 from modelkit.registry import Registry
+from modelkit.servers import Server
 from modelkit.serving import asgi_app, wsgi_app
 from modelkit.signature import Signature
 from modelkit.training import TrainResult, TuneResult, train, tune
@@ -40,6 +41,7 @@ __all__ = [
     "Profile",
     "Registry",
     "RegistryError",
+    "Server",
     "Signature",
     "SignatureError",
     "TrainResult",

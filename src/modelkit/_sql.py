@@ -13,6 +13,8 @@ Schema (every table prefixed ``modelkit_``)::
     aliases      (name, alias) -> version; FK to versions, so an aliased version cannot vanish
     alias_events append-only (triggers refuse UPDATE and DELETE); ordered by an identity id
     runs         id (uuid4 hex), name, status, times, JSON params/metrics/cv_scores/tags, ...
+    predictions  served predictions by id: model name and version, time, rows, JSON outputs
+    feedback     prediction id (FK) -> JSON labels, received_at; one row per prediction
 
 Concurrency: a write transaction locks the model's row first (SQLite: ``BEGIN IMMEDIATE``
 serialises writers; PostgreSQL: ``SELECT … FOR UPDATE``), and a new version's number comes
@@ -29,6 +31,7 @@ the parent's), all closed by :meth:`SQLBackend.close` or when the backend is col
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -41,7 +44,14 @@ from typing import Any, ClassVar
 import attrs
 
 from modelkit.exceptions import NotFoundError, RegistryError, UsageError
-from modelkit.registry import AliasEvent, ModelVersion, RegisteredModel, Run
+from modelkit.registry import (
+    AliasEvent,
+    Feedback,
+    ModelVersion,
+    PredictionRecord,
+    RegisteredModel,
+    Run,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "SQLBackend", "Tx"]
 
@@ -109,6 +119,10 @@ class Tx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query and return every row."""
         return [tuple(row) for row in self.execute(sql, params).fetchall()]
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per parameter row."""
+        self.conn.cursor().executemany(self.backend.translate(sql), [tuple(r) for r in rows])
 
 
 @attrs.frozen
@@ -193,8 +207,34 @@ def _create_v1(tx: Tx) -> None:
         tx.execute(statement)
 
 
+_V2_TABLES = (
+    """CREATE TABLE modelkit_predictions (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        version INTEGER,
+        at {timestamp} NOT NULL,
+        n_rows INTEGER NOT NULL CHECK (n_rows >= 0),
+        outputs {json}
+    )""",
+    "CREATE INDEX modelkit_predictions_by_time ON modelkit_predictions (at)",
+    "CREATE INDEX modelkit_predictions_by_name ON modelkit_predictions (name, at)",
+    """CREATE TABLE modelkit_feedback (
+        prediction_id TEXT PRIMARY KEY REFERENCES modelkit_predictions (id),
+        labels {json} NOT NULL,
+        received_at {timestamp} NOT NULL
+    )""",
+    "CREATE INDEX modelkit_feedback_by_time ON modelkit_feedback (received_at)",
+)
+
+
+def _create_v2(tx: Tx) -> None:
+    for statement in _V2_TABLES:
+        tx.execute(tx.backend.ddl(statement))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "models, versions, aliases, append-only alias events, runs", _create_v1),
+    Migration(2, "served predictions and their delayed labels (feedback)", _create_v2),
 )
 """Every schema step, in order; the last one's version is :data:`SCHEMA_VERSION`."""
 
@@ -212,6 +252,9 @@ _R_COLS = (
     "id, name, status, started_at, ended_at, params, metrics, cv_scores, fit_time, "
     "dataset_fingerprint, error, parent_id, tags, version"
 )
+_P_COLS = "id, name, version, at, n_rows, outputs"
+_F_COLS = "p.id, p.name, p.version, p.at, f.received_at, p.n_rows, p.outputs, f.labels"
+_IN_CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -293,6 +336,17 @@ class SQLBackend:
     def close(self) -> None:
         """Close every connection this backend opened (in this process)."""
         self._finalizer()
+
+    def clone(self) -> SQLBackend:
+        """The same database through connections of its own, closed by its own :meth:`close`.
+
+        For a background thread: closing either backend never closes a connection the other
+        one is using (a SQLite connection closed while another thread uses it can crash).
+        """
+        other = copy.copy(self)
+        other._pool = _Pool(other._connect)
+        other._finalizer = weakref.finalize(other, other._pool.close)
+        return other
 
     @contextlib.contextmanager
     def transaction(self, *, write: bool) -> Iterator[Tx]:
@@ -893,3 +947,134 @@ class SQLBackend:
             except NotFoundError:
                 return False
             return True
+
+    # -- predictions and feedback ----------------------------------------------------------
+
+    def _prediction(self, row: Sequence[Any]) -> PredictionRecord:
+        return PredictionRecord(
+            id=row[0],
+            name=row[1],
+            version=None if row[2] is None else int(row[2]),
+            at=self.from_db_time(row[3]),
+            rows=int(row[4]),
+            outputs=None if row[5] is None else self.from_db_json(row[5]),
+        )
+
+    def record_predictions(self, predictions: Sequence[PredictionRecord]) -> None:
+        """See :meth:`modelkit.registry.RegistryBackend.record_predictions`."""
+        rows = [
+            (
+                p.id,
+                p.name,
+                p.version,
+                self.to_db_time(p.at),
+                p.rows,
+                None if p.outputs is None else self.to_db_json(p.outputs),
+            )
+            for p in predictions
+        ]
+        with self.transaction(write=True) as tx:
+            tx.execute_many(
+                f"INSERT INTO modelkit_predictions ({_P_COLS}) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                rows,
+            )
+
+    def get_prediction(self, prediction_id: str) -> PredictionRecord:
+        """See :meth:`modelkit.registry.RegistryBackend.get_prediction`."""
+        with self.transaction(write=False) as tx:
+            row = tx.one(
+                f"SELECT {_P_COLS} FROM modelkit_predictions WHERE id = ?", (prediction_id,)
+            )
+        if row is None:
+            raise NotFoundError(
+                f"no prediction with id {prediction_id!r} in registry {self.url} (never "
+                "recorded, or older than the retention period)"
+            )
+        return self._prediction(row)
+
+    def add_feedback(self, labels: Mapping[str, list[Any]], *, received_at: datetime) -> None:
+        """See :meth:`modelkit.registry.RegistryBackend.add_feedback`."""
+        ids = list(labels)
+        with self.transaction(write=True) as tx:
+            counts: dict[str, int] = {}
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                counts.update(
+                    (key, int(n))
+                    for key, n in tx.all(
+                        f"SELECT id, n_rows FROM modelkit_predictions WHERE id IN ({marks})"
+                        + self.for_update,
+                        chunk,
+                    )
+                )
+            unknown = [key for key in ids if key not in counts]
+            if unknown:
+                shown = ", ".join(repr(key) for key in unknown[:10])
+                more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+                raise NotFoundError(
+                    f"no recorded prediction with id {shown}{more}: labels can only follow "
+                    "predictions this registry recorded, within the retention period"
+                )
+            for key in ids:
+                if len(labels[key]) != counts[key]:
+                    raise UsageError(
+                        f"prediction {key!r} has {counts[key]} row(s), so it takes "
+                        f"{counts[key]} label(s) (a list, one per row); got {len(labels[key])}"
+                    )
+            when = self.to_db_time(received_at)
+            tx.execute_many(
+                "INSERT INTO modelkit_feedback (prediction_id, labels, received_at) "
+                "VALUES (?, ?, ?) ON CONFLICT (prediction_id) DO UPDATE "
+                "SET labels = excluded.labels, received_at = excluded.received_at",
+                [(key, self.to_db_json(labels[key]), when) for key in ids],
+            )
+
+    def list_feedback(
+        self, name: str, since: datetime | None, until: datetime | None, limit: int | None
+    ) -> list[Feedback]:
+        """See :meth:`modelkit.registry.RegistryBackend.list_feedback`."""
+        clauses: list[str] = ["p.name = ?"]
+        params: list[Any] = [name]
+        if since is not None:
+            clauses.append("f.received_at >= ?")
+            params.append(self.to_db_time(since))
+        if until is not None:
+            clauses.append("f.received_at < ?")
+            params.append(self.to_db_time(until))
+        query = (
+            f"SELECT {_F_COLS} FROM modelkit_feedback f "
+            "JOIN modelkit_predictions p ON p.id = f.prediction_id "
+            f"WHERE {' AND '.join(clauses)} ORDER BY f.received_at, p.id"
+        )
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        with self.transaction(write=False) as tx:
+            rows = tx.all(query, params)
+        return [
+            Feedback(
+                prediction_id=row[0],
+                name=row[1],
+                version=None if row[2] is None else int(row[2]),
+                predicted_at=self.from_db_time(row[3]),
+                received_at=self.from_db_time(row[4]),
+                rows=int(row[5]),
+                outputs=None if row[6] is None else self.from_db_json(row[6]),
+                labels=self.from_db_json(row[7]),
+            )
+            for row in rows
+        ]
+
+    def prune_predictions(self, before: datetime) -> int:
+        """See :meth:`modelkit.registry.RegistryBackend.prune_predictions`."""
+        cutoff = self.to_db_time(before)
+        with self.transaction(write=True) as tx:
+            tx.execute(
+                "DELETE FROM modelkit_feedback WHERE prediction_id IN "
+                "(SELECT id FROM modelkit_predictions WHERE at < ?)",
+                (cutoff,),
+            )
+            removed = tx.execute("DELETE FROM modelkit_predictions WHERE at < ?", (cutoff,))
+            return max(int(removed.rowcount), 0)

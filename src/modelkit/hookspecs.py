@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from modelkit.cli import Command
     from modelkit.model import Model
     from modelkit.registry import AliasEvent, ModelVersion, Registry, RegistryBackend
+    from modelkit.servers import Server
+    from modelkit.serving.auth import AuthenticatorFactory
     from modelkit.signature import Signature
     from modelkit.stores import ArtifactStore
 
@@ -82,6 +84,23 @@ def register_registry_backends(
     """
 
 
+@hookspec
+def register_servers(register: Callable[[str, Callable[..., Server]], None]) -> None:
+    """Register server backends by name.
+
+    *Called*: when a backend is looked up (:func:`modelkit.servers.get_server`,
+    ``modelkit serve --backend``, ``modelkit demo --backend``).
+
+    *Arguments*: ``register(name, factory)``; ``factory(**options)`` returns a
+    :class:`~modelkit.servers.Server`, or raises
+    :class:`~modelkit.exceptions.MissingDependencyError` when the packages it needs are not
+    installed (so that ``auto`` can try the next backend). Import those packages in
+    ``Server.run``, not here.
+
+    *Return*: nothing; call ``register`` once per backend.
+    """
+
+
 # -- model wrapping -----------------------------------------------------------------------
 
 
@@ -98,6 +117,26 @@ def make_model(obj: Any, signature: Signature | None, sample: Any) -> Model | No
 
     *Return*: a ``Model``, or ``None`` to let the next plugin try. The built-in plugin wraps
     anything with a scikit-learn style ``predict`` and runs last.
+    """
+
+
+# -- serving: authentication -------------------------------------------------------------
+
+
+@hookspec
+def register_authenticators(register: Callable[[str, AuthenticatorFactory], None]) -> None:
+    """Register request authenticators by name (API keys, OAuth tokens, mTLS…).
+
+    *Called*: when a served application is built (``App``, ``wsgi_app``, ``asgi_app``), to
+    resolve its ``auth`` option (see :mod:`modelkit.serving.auth`).
+
+    *Arguments*: ``register(name, factory)``; ``factory(environ)`` returns a configured
+    :class:`~modelkit.serving.auth.Authenticator`, or ``None`` when the environment mapping
+    ``environ`` does not configure it (by default every configured authenticator is enabled).
+    A configuration that is present but invalid raises
+    :class:`~modelkit.exceptions.ServingError`, so that the server does not start open.
+
+    *Return*: nothing; call ``register`` once per authenticator.
     """
 
 

@@ -64,6 +64,9 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("modelkit.commands", "modelkit.default_plugins.commands"),
     ("modelkit.registry_commands", "modelkit.default_plugins.registry_commands"),
     ("modelkit.demo", "modelkit.default_plugins.demo"),
+    ("modelkit.api_key_auth", "modelkit.default_plugins.api_key_auth"),
+    ("modelkit.servers", "modelkit.default_plugins.servers"),
+    ("modelkit.serve_command", "modelkit.default_plugins.serve_command"),
 )
 """``(plugin name, module)`` of every built-in plugin, in registration order."""
 

@@ -38,8 +38,8 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -48,7 +48,13 @@ from urllib.parse import unquote, urlsplit
 import attrs
 
 from modelkit._manifest import json_safe, to_metrics, to_tags
-from modelkit.exceptions import ArtifactIntegrityError, NotFoundError, PluginError, UsageError
+from modelkit.exceptions import (
+    ArtifactIntegrityError,
+    NotFoundError,
+    PluginError,
+    RegistryError,
+    UsageError,
+)
 from modelkit.plugins import notify
 
 if TYPE_CHECKING:
@@ -58,8 +64,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AliasEvent",
+    "Feedback",
     "ModelRef",
     "ModelVersion",
+    "PredictionRecord",
     "RegisteredModel",
     "Registry",
     "RegistryBackend",
@@ -83,6 +91,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+MAX_PREDICTION_ID = 200
+"""Longest prediction id recorded, in characters."""
 
 
 # -- names and URIs -------------------------------------------------------------------------
@@ -320,6 +330,83 @@ class Run:
         return _record_dict(self)
 
 
+def _check_prediction_id(_inst: object, _field: object, value: Any) -> None:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_PREDICTION_ID:
+        raise UsageError(
+            f"a prediction id is a string of 1-{MAX_PREDICTION_ID} characters, got {value!r}"
+        )
+
+
+def _check_rows(_inst: object, _field: object, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"rows must be a non-negative integer, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class PredictionRecord:
+    """One served prediction (a batch of rows), recorded so that labels can follow later.
+
+    ``id`` is the prediction id the server answered; ``name`` and ``version`` the served
+    model (``version`` is ``None`` for a model served in-process); ``at`` when it was made;
+    ``rows`` how many rows it predicted; ``outputs`` the ``predict`` results, one JSON value
+    per row, or ``None`` when they were not recorded.
+    """
+
+    id: str = attrs.field(validator=_check_prediction_id)
+    name: str
+    version: int | None = None
+    at: datetime = attrs.field(converter=_utc)
+    rows: int = attrs.field(validator=_check_rows)
+    outputs: list[Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return _record_dict(self)
+
+
+@attrs.frozen(kw_only=True)
+class Feedback:
+    """The delayed labels of one recorded prediction, next to what was predicted.
+
+    ``labels`` holds one value per predicted row (``None`` where the truth is unknown);
+    ``outputs`` the recorded ``predict`` results (``None`` when not recorded);
+    ``received_at`` when the labels arrived (a later label replaces an earlier one).
+    """
+
+    prediction_id: str
+    name: str
+    version: int | None
+    predicted_at: datetime = attrs.field(converter=_utc)
+    received_at: datetime = attrs.field(converter=_utc)
+    rows: int
+    outputs: list[Any] | None
+    labels: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (times as ISO 8601 UTC)."""
+        return _record_dict(self)
+
+
+def _labels(prediction_id: object, value: Any) -> list[Any]:
+    """One prediction's labels as a list of JSON scalars (a lone scalar is one row's label)."""
+    if not isinstance(prediction_id, str) or not 0 < len(prediction_id) <= MAX_PREDICTION_ID:
+        raise UsageError(
+            f"a prediction id is a string of 1-{MAX_PREDICTION_ID} characters, "
+            f"got {prediction_id!r}"
+        )
+    labels = list(value) if isinstance(value, list | tuple) else [value]
+    for row, label in enumerate(labels):
+        if label is None or isinstance(label, bool | int | str):
+            continue
+        if isinstance(label, float) and math.isfinite(label):
+            continue
+        raise UsageError(
+            f"prediction {prediction_id!r}: the label of row {row} must be a string, a "
+            f"number, true/false or null, got {label!r}"
+        )
+    return labels
+
+
 # -- the backend protocol -------------------------------------------------------------------
 
 
@@ -440,6 +527,29 @@ class RegistryBackend(Protocol):
     def delete_if_unreferenced(self, artifact_sha256: str, delete: Callable[[], object]) -> bool:
         """Call ``delete()`` if no version references the key, excluding concurrent registers."""
 
+    def record_predictions(self, predictions: Sequence[PredictionRecord]) -> None:
+        """Insert prediction records in one transaction; an id already present is kept as is."""
+
+    def get_prediction(self, prediction_id: str) -> PredictionRecord:
+        """Return one recorded prediction."""
+
+    def add_feedback(self, labels: Mapping[str, list[Any]], *, received_at: datetime) -> None:
+        """Store each prediction's labels (replacing earlier ones), all or nothing.
+
+        Unknown ids raise :class:`~modelkit.exceptions.NotFoundError` naming every one; a
+        label count other than the prediction's rows raises
+        :class:`~modelkit.exceptions.UsageError`.
+        """
+
+    def list_feedback(
+        self, name: str, since: datetime | None, until: datetime | None, limit: int | None
+    ) -> list[Feedback]:
+        """Return the labelled predictions of ``name`` received in ``[since, until)``, oldest
+        label first."""
+
+    def prune_predictions(self, before: datetime) -> int:
+        """Delete the predictions made before ``before`` and their labels; return how many."""
+
 
 # -- the facade -----------------------------------------------------------------------------
 
@@ -558,6 +668,24 @@ class Registry:
     def close(self) -> None:
         """Close the backend's connections; the object must not be used afterwards."""
         self.backend.close()
+
+    def reopen(self) -> Registry:
+        """The same registry (database and artifact store) through connections of its own.
+
+        For work in another thread that may outlive this object: closing one of the two never
+        closes a connection the other is using. Close the new one separately. Raises
+        :class:`~modelkit.exceptions.RegistryError` when the backend cannot be cloned (it has
+        no ``clone()`` method; the built-in SQL backends have one).
+        """
+        clone = getattr(self.backend, "clone", None)
+        if not callable(clone):
+            raise RegistryError(
+                f"the registry backend {type(self.backend).__name__} cannot be reopened: it has "
+                "no clone() method"
+            )
+        other: Registry = object.__new__(Registry)
+        other.__attrs_init__(clone(), self.store)
+        return other
 
     def __enter__(self) -> Registry:
         """Return self."""
@@ -837,6 +965,91 @@ class Registry:
         if parent_id is not None:
             parent_id = self.backend.get_run(parent_id).id
         return self.backend.list_runs(name, parent_id, limit)
+
+    # -- predictions and feedback ------------------------------------------------------
+
+    def record_predictions(self, predictions: Iterable[PredictionRecord]) -> None:
+        """Record served predictions so that delayed labels can be attached to them.
+
+        One transaction for the batch. An id that is already recorded keeps its first
+        record. The serving layer calls this from a background thread, never on the
+        prediction path.
+        """
+        batch = builtins.list(predictions)
+        for record in batch:
+            if not isinstance(record, PredictionRecord):
+                raise TypeError(
+                    f"record_predictions takes PredictionRecord objects, got "
+                    f"{type(record).__name__}"
+                )
+        if batch:
+            self.backend.record_predictions(batch)
+
+    def prediction(self, prediction_id: str) -> PredictionRecord:
+        """Return the recorded prediction ``prediction_id``.
+
+        NotFoundError when it was never recorded, or was pruned (see :meth:`prune_feedback`).
+        """
+        _labels(prediction_id, None)  # checks the id
+        return self.backend.get_prediction(prediction_id)
+
+    def add_feedback(self, labels: Mapping[str, Any], *, at: datetime | None = None) -> int:
+        """Attach delayed labels to recorded predictions, all or nothing; return how many.
+
+        ``labels`` maps a prediction id to its labels: a list with one value per predicted
+        row (a string, a number, true/false, or ``None`` where the truth is unknown), or a
+        single value for a one-row prediction. A later label for the same prediction replaces
+        the earlier one. ``at`` is when the labels were received (default: now).
+
+        Nothing is stored if any id is unknown (NotFoundError naming every unknown id) or any
+        label is invalid or of the wrong count (UsageError naming the prediction).
+        """
+        if not isinstance(labels, Mapping):
+            raise TypeError(
+                f"add_feedback takes a mapping of prediction id to labels, got "
+                f"{type(labels).__name__}"
+            )
+        normalized = {key: _labels(key, value) for key, value in labels.items()}
+        if normalized:
+            self.backend.add_feedback(normalized, received_at=_now() if at is None else _utc(at))
+        return len(normalized)
+
+    def feedback(
+        self,
+        name: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[Feedback]:
+        """Return the labelled predictions of model ``name``, oldest label first.
+
+        ``since`` / ``until`` keep labels received in ``[since, until)``, so that a monitor can
+        ask for what arrived since its last look; ``limit`` caps the count. Each
+        :class:`Feedback` carries the model version, the recorded outputs and the labels.
+        """
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"a model name is a non-empty string, got {name!r}")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise UsageError(f"limit must be a non-negative integer or None, got {limit!r}")
+        return self.backend.list_feedback(name, _optional_utc(since), _optional_utc(until), limit)
+
+    def prune_feedback(self, older_than: timedelta | datetime) -> int:
+        """Delete predictions made before a time (or older than an age), with their labels.
+
+        This bounds how much the prediction and feedback tables keep; served applications
+        call it periodically with their retention period. Returns how many predictions
+        were deleted.
+        """
+        if isinstance(older_than, timedelta):
+            if older_than < timedelta(0):
+                raise UsageError(f"older_than must be a non-negative age, got {older_than!r}")
+            before = _now() - older_than
+        else:
+            before = _utc(older_than)
+        return self.backend.prune_predictions(before)
 
     # -- maintenance -------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Registry backends
 
 :class:`RegistryConformance` is a pytest test class that checks every promise a
 :class:`~modelkit.Registry` makes (version numbering under concurrent writers, aliases and
-their event history, rollback, archiving, runs, gc, timestamps, persistence) through the public
+their event history, rollback, archiving, runs, gc, timestamps, persistence, recorded
+predictions and their delayed labels, with retention) through the public
 API, on whatever backend a URL selects. modelkit runs it against SQLite and PostgreSQL; run it
 against yours by subclassing it in your test suite and overriding the ``registry_url``
 fixture::
@@ -34,17 +35,16 @@ import itertools
 import json
 import math
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from modelkit.exceptions import ArtifactIntegrityError, NotFoundError, RegistryError
-from modelkit.registry import Registry, Run
+from modelkit.exceptions import ArtifactIntegrityError, NotFoundError, RegistryError, UsageError
+from modelkit.registry import PredictionRecord, Registry, Run
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from datetime import datetime
     from pathlib import Path
 
     from modelkit.artifact import Artifact
@@ -631,6 +631,140 @@ class RegistryConformance:
         version = registry.register("churn", make_artifact())
         assert racing.puts == 2
         registry.load(version.uri)
+
+    # -- predictions and feedback --------------------------------------------------------
+
+    def test_feedback_attaches_labels_to_recorded_predictions(
+        self, registry: Registry, registry_url: str, artifacts_url: str
+    ) -> None:
+        at = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+        one = PredictionRecord(id="p1", name="churn", version=3, at=at, rows=1, outputs=[1])
+        three = PredictionRecord(
+            id="p" * 200, name="churn", at=at + timedelta(seconds=1), rows=3, outputs=None
+        )
+        other = PredictionRecord(
+            id="p3", name="fraud", version=1, at=at, rows=2, outputs=["a", "b"]
+        )
+        registry.record_predictions([one, three, other])
+        assert registry.prediction("p1") == one
+        assert registry.prediction("p" * 200) == three
+        received = datetime(2024, 5, 2, tzinfo=timezone.utc)
+        assert registry.add_feedback({"p1": 0, "p3": ["b", "b"]}, at=received) == 2
+        later = received + timedelta(microseconds=1)
+        assert registry.add_feedback({"p" * 200: [1, None, 2.5]}, at=later) == 1
+        got = registry.feedback("churn")
+        assert [f.prediction_id for f in got] == ["p1", "p" * 200]  # oldest label first
+        first = got[0]
+        assert (first.name, first.version, first.rows) == ("churn", 3, 1)
+        assert (first.outputs, first.labels) == ([1], [0])
+        assert first.predicted_at == at
+        assert first.received_at == received
+        assert str(first.received_at.tzinfo) == "UTC"
+        assert (got[1].version, got[1].outputs, got[1].labels) == (None, None, [1, None, 2.5])
+        assert got[1].received_at == later
+        assert json.loads(json.dumps(first.to_dict()))["predicted_at"].endswith("+00:00")
+        assert [f.labels for f in registry.feedback("fraud")] == [["b", "b"]]
+        assert registry.feedback("nothing-here") == []
+        registry.close()
+        with Registry(registry_url, artifacts=artifacts_url) as reopened:
+            assert reopened.feedback("churn") == got
+
+    def test_a_later_label_replaces_the_earlier_one_and_since_finds_it(
+        self, registry: Registry
+    ) -> None:
+        at = datetime(2024, 5, 1, tzinfo=timezone.utc)
+        registry.record_predictions(
+            PredictionRecord(id=f"p{i}", name="churn", at=at, rows=1) for i in range(3)
+        )
+        day = timedelta(days=1)
+        registry.add_feedback({"p0": 1, "p1": 1}, at=at + day)
+        registry.add_feedback({"p2": 0}, at=at + 2 * day)
+        registry.add_feedback({"p0": 0}, at=at + 3 * day)  # a correction
+        assert [(f.prediction_id, f.labels) for f in registry.feedback("churn")] == [
+            ("p1", [1]),
+            ("p2", [0]),
+            ("p0", [0]),
+        ]
+        since = registry.feedback("churn", since=at + 2 * day)
+        assert [f.prediction_id for f in since] == ["p2", "p0"]
+        window = registry.feedback("churn", since=at + day, until=at + 3 * day)
+        assert [f.prediction_id for f in window] == ["p1", "p2"]
+        assert [f.prediction_id for f in registry.feedback("churn", limit=1)] == ["p1"]
+        with pytest.raises(UsageError):
+            registry.feedback("churn", limit=-1)
+
+    def test_feedback_is_all_or_nothing(self, registry: Registry) -> None:
+        at = datetime(2024, 5, 1, tzinfo=timezone.utc)
+        registry.record_predictions(
+            [
+                PredictionRecord(id="one", name="churn", at=at, rows=1),
+                PredictionRecord(id="two", name="churn", at=at, rows=2),
+            ]
+        )
+        with pytest.raises(NotFoundError, match=r"'ghost'.*'phantom'"):
+            registry.add_feedback({"one": 1, "ghost": 1, "phantom": 0})
+        with pytest.raises(UsageError, match="'two' has 2 row"):
+            registry.add_feedback({"one": 1, "two": 1})
+        with pytest.raises(UsageError, match="row 1"):
+            registry.add_feedback({"two": [1, math.nan]})
+        with pytest.raises(UsageError, match="row 0"):
+            registry.add_feedback({"one": [{"nested": 1}]})
+        with pytest.raises(UsageError, match="prediction id"):
+            registry.add_feedback({"": 1})
+        assert registry.feedback("churn") == []
+        assert registry.add_feedback({}) == 0
+
+    def test_a_recorded_prediction_id_keeps_its_first_record(self, registry: Registry) -> None:
+        at = datetime(2024, 5, 1, tzinfo=timezone.utc)
+        first = PredictionRecord(id="same", name="churn", version=1, at=at, rows=1)
+        registry.record_predictions([first])
+        registry.record_predictions(
+            [
+                PredictionRecord(id="same", name="fraud", version=2, at=at, rows=5),
+                PredictionRecord(id="new", name="fraud", at=at, rows=5),
+            ]
+        )
+        assert registry.prediction("same") == first
+        assert registry.prediction("new").rows == 5
+        with pytest.raises(NotFoundError, match="'missing'"):
+            registry.prediction("missing")
+
+    def test_prune_feedback_removes_old_predictions_and_their_labels(
+        self, registry: Registry
+    ) -> None:
+        now = datetime.now(timezone.utc)
+        registry.record_predictions(
+            [
+                PredictionRecord(id="old", name="churn", at=now - timedelta(days=40), rows=1),
+                PredictionRecord(id="older", name="churn", at=now - timedelta(days=90), rows=1),
+                PredictionRecord(id="recent", name="churn", at=now - timedelta(days=1), rows=1),
+            ]
+        )
+        registry.add_feedback({"old": 1, "recent": 0})
+        assert registry.prune_feedback(timedelta(days=30)) == 2
+        assert [f.prediction_id for f in registry.feedback("churn")] == ["recent"]
+        with pytest.raises(NotFoundError):
+            registry.prediction("old")
+        with pytest.raises(NotFoundError, match="'old'"):
+            registry.add_feedback({"old": 1})
+        assert registry.prune_feedback(timedelta(days=30)) == 0
+        assert registry.prune_feedback(now) == 1
+        with pytest.raises(UsageError):
+            registry.prune_feedback(timedelta(days=-1))
+
+    def test_concurrent_recorders_and_labellers_lose_nothing(self, registry: Registry) -> None:
+        at = datetime(2024, 5, 1, tzinfo=timezone.utc)
+        workers, each = 6, 20
+
+        def work(i: int) -> None:
+            for j in range(each):
+                key = f"w{i}-{j}"
+                registry.record_predictions([PredictionRecord(id=key, name="churn", at=at, rows=1)])
+                registry.add_feedback({key: j})
+
+        _run_together(workers, work)
+        got = {f.prediction_id: f.labels for f in registry.feedback("churn")}
+        assert got == {f"w{i}-{j}": [j] for i in range(workers) for j in range(each)}
 
     # -- concurrency (threads; see modelkit's integration tests for processes) -----------
 

@@ -137,8 +137,14 @@ def decode_binary(name: str, datatype: str, shape: Sequence[int], data: memoryvi
 
 
 def _decode_bytes(name: str, count: int, data: memoryview) -> np.ndarray:
-    out = np.empty(count, dtype=object)
     size, position = len(data), 0
+    if count * 4 > size:  # refused before allocating: every element has a 4-byte length
+        raise HTTPError(
+            400,
+            f"input {name!r}: the BYTES data is cut short: {count} elements take at least "
+            f"{count * 4} bytes, but binary_data_size is {size}",
+        )
+    out = np.empty(count, dtype=object)
     for k in range(count):
         if position + 4 > size:
             raise HTTPError(400, f"input {name!r}: BYTES element {k} is cut short")
@@ -166,6 +172,9 @@ def decode_json(name: str, datatype: str, shape: Sequence[int], data: Any) -> np
     target = DATATYPES[datatype]
     try:
         array = np.array(data, dtype=object) if datatype == "BYTES" else np.asarray(data)
+        if target.kind in "iu" and array.dtype.kind == "f":
+            # numpy makes floats of integers beyond int64 mixed with others: keep them exact
+            array = np.array(data, dtype=object)
     except (ValueError, TypeError, OverflowError) as exc:
         raise HTTPError(
             400, f'input {name!r}: "data" must be a flat list or a regular nested list: {exc}'
@@ -190,6 +199,15 @@ def _coerce(name: str, datatype: str, target: np.dtype[Any], array: np.ndarray) 
             raise HTTPError(400, f"input {name!r} is BOOL: its data must be true or false")
         return array
     if target.kind in "iu":
+        if kind == "O":  # integers beyond int64, or values of other types
+            values = array.ravel().tolist()
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                info = np.iinfo(target)
+                low, high = min(values), max(values)
+                if low < info.min or high > info.max:
+                    value = low if low < info.min else high
+                    raise HTTPError(400, f"input {name!r}: {value} is out of range for {datatype}")
+                return np.array(values, dtype=target).reshape(array.shape)
         if kind not in "biu":
             bad = _first_bad(array, integral=True)
             raise HTTPError(
@@ -238,7 +256,8 @@ def _split(request: Request) -> tuple[Any, memoryview]:
     kind, params = media_type(request.headers)
     raw = request.headers.get(HEADER_LENGTH)
     if raw is None:
-        if not is_json_type(kind):
+        # tritonclient's HTTP client sends its JSON-only requests as text/plain
+        if not (is_json_type(kind) or kind == "text/plain"):
             raise HTTPError(
                 415,
                 f"unsupported Content-Type {kind!r}: send application/json, or binary tensor "
@@ -435,8 +454,11 @@ def infer(app: App, request: Request, params: Mapping[str, str]) -> Response:
     wanted = _outputs(document, served)
     rows = model_input(served, tensors)
     outputs, blobs = [], []
+    predicted = None
     for name, binary_output in wanted:
         array = _as_tensor(run(served, name, rows))
+        if name == "predict":
+            predicted = array
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary_output:
@@ -446,14 +468,14 @@ def infer(app: App, request: Request, params: Mapping[str, str]) -> Response:
         else:
             entry["data"] = jsonable(array.ravel())
         outputs.append(entry)
-    if outputs:
-        app.metrics.predicted(
-            served.name, int(outputs[0]["shape"][0]) if outputs[0]["shape"] else 1
-        )
     answer: dict[str, Any] = {"model_name": served.name}
     if served.version is not None:
         answer["model_version"] = served.version
     answer["id"] = request_id if request_id is not None else uuid.uuid4().hex
+    if outputs:
+        count = int(outputs[0]["shape"][0]) if outputs[0]["shape"] else 1
+        app.metrics.predicted(served.name, count)
+        app.record_prediction(served, answer["id"], count, predicted)
     answer["outputs"] = outputs
     header = dumps(answer)
     if not blobs:

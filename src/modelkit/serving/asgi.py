@@ -18,7 +18,7 @@ Request bodies are read incrementally and refused (413) once over the limit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelkit.serving._http import DEFAULT_MAX_BODY_SIZE, HTTPError, make_headers
@@ -27,6 +27,7 @@ from modelkit.serving.core import App, Request
 if TYPE_CHECKING:
     from modelkit.model import Model
     from modelkit.registry import Registry
+    from modelkit.serving.auth import AuthOption
 
 __all__ = ["ASGIApp", "asgi_app"]
 
@@ -155,6 +156,10 @@ def asgi_app(
     retry_after: int = 5,
     drain_timeout: float = 30.0,
     compress_min_size: int | None = 1024,
+    auth: AuthOption = None,
+    public_routes: Iterable[str] | None = None,
+    feedback: bool = True,
+    feedback_retention_days: float | None = 30.0,
     **named: Model | str,
 ) -> ASGIApp:
     """Build an ASGI callable serving one or several models, loaded at start-up.
@@ -173,6 +178,10 @@ def asgi_app(
             retry_after=retry_after,
             drain_timeout=drain_timeout,
             compress_min_size=compress_min_size,
+            auth=auth,
+            public_routes=public_routes,
+            feedback=feedback,
+            feedback_retention_days=feedback_retention_days,
             **named,
         )
     )

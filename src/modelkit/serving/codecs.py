@@ -77,9 +77,14 @@ def run(served: ServedModel, method: str, rows: Any) -> Any:
     return getattr(model, method)(rows)
 
 
-def _count(app: App, served: ServedModel, result: Any) -> None:
+def _count(
+    app: App, served: ServedModel, result: Any, prediction_id: str, outputs: Any = None
+) -> None:
+    """Count the rows predicted, and record the prediction for ``POST /feedback``."""
     rows = np.shape(result)
-    app.metrics.predicted(served.name, int(rows[0]) if rows else 1)
+    n = int(rows[0]) if rows else 1
+    app.metrics.predicted(served.name, n)
+    app.record_prediction(served, prediction_id, n, outputs)
 
 
 # -- the seed protocol -----------------------------------------------------------------------
@@ -114,8 +119,9 @@ def predict(app: App, request: Request, params: Mapping[str, str]) -> Response:
     document: dict[str, Any] = {"prediction": jsonable(prediction)}
     for method in extra:
         document[method] = jsonable(run(served, method, features))
-    document.update(model=served.name, version=served.version, id=uuid.uuid4().hex)
-    _count(app, served, prediction)
+    prediction_id = uuid.uuid4().hex
+    document.update(model=served.name, version=served.version, id=prediction_id)
+    _count(app, served, prediction, prediction_id, document["prediction"])
     return Response.json(200, document)
 
 
@@ -142,8 +148,10 @@ def invocations(app: App, request: Request, params: Mapping[str, str]) -> Respon
             f"unsupported Content-Type {kind!r}: /invocations takes application/json or text/csv",
         )
     predictions = run(served, method, rows)
-    _count(app, served, predictions)
-    return Response.json(200, {"predictions": jsonable(predictions)})
+    values = jsonable(predictions)
+    # the prediction id of /invocations is the request id (the X-Request-ID answered)
+    _count(app, served, predictions, request.id, values if method == "predict" else None)
+    return Response.json(200, {"predictions": values})
 
 
 def mlflow_rows(document: Any, served: ServedModel) -> tuple[Any, str]:

@@ -13,6 +13,10 @@ bytes between their server and :meth:`App.handle`::
 The application goes through the states ``loading`` → ``ready`` → ``draining`` →
 ``stopped`` (or ``failed`` when loading raised). Prediction and model routes answer 503 with
 ``Retry-After`` unless it is ``ready``; ``/healthz`` answers 200 in every state.
+
+Requests are authenticated here too, once for every adapter, when authenticators are
+configured (:mod:`modelkit.serving.auth`); predictions are recorded for delayed labels
+(``POST /feedback``) when the application has a registry (:mod:`modelkit.serving.feedback`).
 """
 
 from __future__ import annotations
@@ -24,12 +28,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import attrs
 
-from modelkit.exceptions import DataError, NotFoundError, SignatureError, UnsupportedModelError
+from modelkit.exceptions import (
+    DataError,
+    NotFoundError,
+    RegistryError,
+    SignatureError,
+    UnsupportedModelError,
+)
 from modelkit.serving._http import (
     DEFAULT_MAX_BODY_SIZE,
     JSON_TYPE,
@@ -41,12 +52,14 @@ from modelkit.serving._http import (
     gzip_body,
     make_headers,
 )
+from modelkit.serving.auth import Authentication, AuthOption, Identity, build_authentication
 from modelkit.serving.metrics import CONTENT_TYPE as METRICS_TYPE
 from modelkit.serving.metrics import Metrics
 
 if TYPE_CHECKING:
     from modelkit.model import Model
     from modelkit.registry import Registry
+    from modelkit.serving.feedback import PredictionRecorder
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -86,7 +99,8 @@ class Request:
     percent-decoded; ``query`` the raw query string; ``headers`` a mapping or pairs (names
     are lower-cased, repeated headers joined with ``", "``); ``body`` the raw body bytes,
     still content-encoded. ``id`` is set by :meth:`App.handle` (the client's
-    ``X-Request-ID`` when it sent a usable one, else a new uuid4 hex).
+    ``X-Request-ID`` when it sent a usable one, else a new uuid4 hex), and so is
+    ``identity``: who sent the request, when it was authenticated.
     """
 
     method: str
@@ -95,6 +109,7 @@ class Request:
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_header_map)
     body: bytes | bytearray = b""
     id: str = ""
+    identity: Identity | None = None
 
     def param(self, name: str) -> str | None:
         """The first value of query parameter ``name``, or ``None``."""
@@ -196,8 +211,8 @@ class Route:
 
 
 def default_routes() -> tuple[Route, ...]:
-    """Every route modelkit serves: health, metrics, OpenAPI and the three protocols."""
-    from modelkit.serving import _v2, codecs
+    """Every route modelkit serves: health, metrics, OpenAPI, the three protocols, feedback."""
+    from modelkit.serving import _v2, codecs, feedback
 
     def get(template: str, handler: Handler, summary: str, *, models: bool = False) -> Route:
         return Route("GET", template, handler, summary, models)
@@ -238,6 +253,7 @@ def default_routes() -> tuple[Route, ...]:
             _v2.infer,
             "Open Inference Protocol: inference (one version)",
         ),
+        post("/feedback", feedback.feedback, "Delayed labels for earlier predictions, by id"),
     )
 
 
@@ -260,6 +276,13 @@ class App:
     ``retry_after`` is the ``Retry-After`` of 503 answers, in seconds; ``drain_timeout``
     how long :meth:`drain` waits for requests in flight; responses of at least
     ``compress_min_size`` bytes are gzipped for clients that accept it (``None``: never).
+
+    ``auth`` chooses the authenticators (default: those the environment configures, e.g.
+    ``MODELKIT_API_KEYS``; ``False``: none) and ``public_routes`` the route templates left
+    open (default: health, readiness and metrics); see :mod:`modelkit.serving.auth`.
+    ``feedback`` records every prediction id in the registry's database for ``POST
+    /feedback``, keeping records ``feedback_retention_days`` days (``None``: forever); it
+    needs a registry: registry URIs among the models, or an explicit ``registry``.
     """
 
     sources: tuple[tuple[str | None, Model | str], ...]
@@ -277,6 +300,10 @@ class App:
     _start_lock: threading.Lock
     _in_flight: int
     _cache: dict[str, Any]
+    authentication: Authentication
+    feedback: bool
+    feedback_retention_days: float | None
+    recorder: PredictionRecorder | None
 
     def __init__(
         self,
@@ -286,14 +313,32 @@ class App:
         retry_after: int = 5,
         drain_timeout: float = 30.0,
         compress_min_size: int | None = 1024,
+        auth: AuthOption = None,
+        public_routes: Iterable[str] | None = None,
+        feedback: bool = True,
+        feedback_retention_days: float | None = 30.0,
         **named: Model | str,
     ) -> None:
-        """Check the model list; nothing is loaded until :meth:`start`."""
+        """Check the model list and the options; nothing is loaded until :meth:`start`.
+
+        An ``auth`` option that cannot be honoured (an authenticator that is required but
+        not configured, a key file that cannot be read) raises
+        :class:`~modelkit.exceptions.ServingError` here.
+        """
         sources = _sources(models, named)
         if max_body_size < 1:
             raise ServingError(
                 f"max_body_size must be a positive number of bytes, got {max_body_size}"
             )
+        if feedback_retention_days is not None and not feedback_retention_days > 0:
+            raise ServingError(
+                "feedback_retention_days must be a positive number of days or None (keep "
+                f"forever), got {feedback_retention_days!r}"
+            )
+        routes = default_routes()
+        authentication = build_authentication(
+            auth, public=public_routes, known_routes=[route.template for route in routes]
+        )
         self.__attrs_init__(
             sources,
             registry,
@@ -302,7 +347,7 @@ class App:
             float(drain_timeout),
             compress_min_size,
             Metrics(),
-            default_routes(),
+            routes,
             {},
             "loading",
             None,
@@ -310,6 +355,10 @@ class App:
             threading.Lock(),
             0,
             {},
+            authentication,
+            bool(feedback),
+            feedback_retention_days,
+            None,
         )
 
     def __repr__(self) -> str:
@@ -355,11 +404,17 @@ class App:
                 if self._state == "failed":
                     raise ServingError(f"this application failed to start: {self._error}")
                 return
+            opened: Registry | None = None
             try:
-                served = _load(self.sources, self.registry)
+                opened = self._feedback_registry()
+                served = _load(self.sources, self.registry if opened is None else opened)
             except BaseException as exc:
                 self._state, self._error = "failed", f"{type(exc).__name__}: {exc}"
+                if opened is not None and opened is not self.registry:
+                    opened.close()
                 raise
+            if opened is not None:
+                self.recorder = self._make_recorder(opened)
             self._models = served
             for entry in served.values():
                 self.metrics.describe_model(
@@ -395,6 +450,8 @@ class App:
                 self._state = "stopped"
         if not done:
             logger.warning("stopped with %d requests still in flight", self._in_flight)
+        if self.recorder is not None and self._state == "stopped":
+            self.recorder.close(timeout=limit)
         return done
 
     # -- requests ----------------------------------------------------------------------------
@@ -443,6 +500,9 @@ class App:
                 route, params = self._match("GET" if head else request.method, request.path)
                 template = route.template
                 label = self._label(route, params, request)
+                if self.authentication.protects(template):
+                    identity = self.authentication.check(request)
+                    request = attrs.evolve(request, identity=identity)
                 if error is not None:
                     raise error
                 if route.models:
@@ -482,6 +542,27 @@ class App:
         name = request.param("model")
         return self.default if name is None else self.model(name)
 
+    def record_prediction(
+        self, served: ServedModel, prediction_id: str, rows: int, outputs: Any = None
+    ) -> None:
+        """Record a prediction for ``POST /feedback`` (a no-op without a registry).
+
+        ``outputs`` is the ``predict`` result, or ``None`` when it was not computed. Never
+        blocks and never raises: the record is written by a background thread.
+        """
+        if self.recorder is not None:
+            self.recorder.record(served, prediction_id, rows, outputs)
+
+    def feedback_unavailable(self) -> str:
+        """Why this application does not take ``POST /feedback``."""
+        if not self.feedback:
+            return "this server does not record feedback (it was started with feedback=False)"
+        return (
+            "this server does not record feedback: its models were passed in-process and no "
+            "registry was given; serve registry models (e.g. 'churn@production') or pass "
+            "registry=... to record predictions and their labels"
+        )
+
     def cached(self, key: str, build: Callable[[], Any]) -> Any:
         """A value computed once per loaded model set (metadata, the OpenAPI document)."""
         value = self._cache.get(key)
@@ -504,6 +585,35 @@ class App:
     def _require_ready(self) -> None:
         if self._state != "ready":
             raise self.unavailable()
+
+    def _make_recorder(self, opened: Registry) -> PredictionRecorder:
+        """A recorder writing through ``opened``, or through its own connections to it.
+
+        A registry the caller gave is reopened, so that closing it never closes a connection
+        the writer thread is using; a registry this application opened is its own.
+        """
+        from modelkit.serving.feedback import PredictionRecorder
+
+        target, owned = opened, opened is not self.registry
+        if not owned:
+            try:
+                target, owned = opened.reopen(), True
+            except RegistryError:
+                logger.info("recording predictions through the registry given: %s", opened.url)
+        days = self.feedback_retention_days
+        return PredictionRecorder(
+            target,
+            retention=None if days is None else timedelta(days=days),
+            owns_registry=owned,
+        )
+
+    def _feedback_registry(self) -> Registry | None:
+        """The registry predictions are recorded in, opened if need be (``None``: none)."""
+        if not self.feedback:
+            return None
+        if self.registry is None and all(not isinstance(item, str) for _, item in self.sources):
+            return None
+        return _open_registry(self.registry)
 
     def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         allowed: list[str] = []

@@ -3,7 +3,9 @@
 The document is built from the application's route table, so a route cannot be served
 without being described; request and response schemas come from the table below, keyed by
 ``(method, template)``. Served model names are listed as the values of the ``model`` query
-parameter and of the ``{name}`` path parameter.
+parameter and of the ``{name}`` path parameter. When the application authenticates requests,
+the document declares a bearer security scheme, and every protected operation requires it and
+lists its 401 answer.
 """
 
 from __future__ import annotations
@@ -210,6 +212,41 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "data": _TENSOR_DATA,
         },
     },
+    "FeedbackItem": {
+        "type": "object",
+        "required": ["id", "label"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "The prediction id: /predict's id, a v2 answer's id, or the "
+                "X-Request-ID of an /invocations answer",
+            },
+            "label": {
+                "description": "The true value of each predicted row (null: unknown), or one "
+                "value for a one-row prediction",
+                "oneOf": [
+                    {"type": "array", "items": {"type": ["string", "number", "boolean", "null"]}},
+                    {"type": ["string", "number", "boolean", "null"]},
+                ],
+            },
+        },
+    },
+    "FeedbackRequest": {
+        "oneOf": [
+            _ref("FeedbackItem"),
+            {"type": "array", "minItems": 1, "items": _ref("FeedbackItem")},
+        ]
+    },
+    "FeedbackResponse": {
+        "type": "object",
+        "required": ["accepted"],
+        "properties": {
+            "accepted": {"type": "integer", "description": "How many predictions got labels"}
+        },
+    },
     "InferenceResponse": {
         "type": "object",
         "required": ["model_name", "outputs"],
@@ -285,11 +322,24 @@ _INFER = (
     },
     {"200": ("InferenceResponse", "Inference results")},
 )
+_OPERATIONS[("POST", "/feedback")] = (
+    {_JSON: {"schema": _ref("FeedbackRequest")}},
+    {
+        "200": ("FeedbackResponse", "The labels were stored (all of them)"),
+        "404": (
+            "Error",
+            "An id names no recorded prediction (nothing was stored), or this server records "
+            "no feedback (its models were passed in-process without a registry)",
+        ),
+        "503": ("Error", "Not ready, or the feedback store is unavailable (see Retry-After)"),
+    },
+)
 _OPERATIONS[("POST", "/v2/models/{name}/infer")] = _INFER
 _OPERATIONS[("POST", "/v2/models/{name}/versions/{version}/infer")] = _INFER
 
 _ERRORS = {
     "400": "Bad input: malformed body, wrong features or values",
+    "401": "Missing or invalid credentials (see the WWW-Authenticate header)",
     "404": "No such model or version",
     "405": "Method not allowed (see the Allow header)",
     "413": "Body too large",
@@ -338,6 +388,9 @@ def _operation(app: App, route: Route) -> dict[str, Any]:
         relevant |= {"503"}
     if route.method == "POST":
         relevant |= {"400", "413", "415"}
+    protected = app.authentication.protects(route.template)
+    if protected:
+        relevant |= {"401"}
     for status in sorted(relevant - set(answers)):
         answers[status] = {
             **_json(_ref("Error"), _ERRORS[status]),
@@ -351,6 +404,8 @@ def _operation(app: App, route: Route) -> dict[str, Any]:
     }
     if body is not None:
         operation["requestBody"] = {"required": True, "content": body}
+    if app.authentication.enabled:
+        operation["security"] = [{"bearerAuth": []}] if protected else []
     return operation
 
 
@@ -377,26 +432,35 @@ def document(app: App) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in app.routes:
         paths.setdefault(route.template, {})[route.method.lower()] = _operation(app, route)
+    components: dict[str, Any] = {
+        "schemas": SCHEMAS,
+        "parameters": {
+            "RequestId": {
+                "name": "X-Request-ID",
+                "in": "header",
+                "required": False,
+                "description": "Echoed in the response; generated when absent",
+                "schema": {"type": "string", "maxLength": 200},
+            }
+        },
+    }
+    if app.authentication.enabled:
+        components["securitySchemes"] = {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "Authorization: Bearer <key or token>",
+            }
+        }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "modelkit",
             "version": __version__,
             "description": "Predictions over three protocols: the seed /predict, MLflow "
-            "/invocations and the Open Inference Protocol (v2), plus health, readiness and "
-            "metrics.",
+            "/invocations and the Open Inference Protocol (v2), delayed labels by prediction "
+            "id (/feedback), plus health, readiness and metrics.",
         },
         "paths": paths,
-        "components": {
-            "schemas": SCHEMAS,
-            "parameters": {
-                "RequestId": {
-                    "name": "X-Request-ID",
-                    "in": "header",
-                    "required": False,
-                    "description": "Echoed in the response; generated when absent",
-                    "schema": {"type": "string", "maxLength": 200},
-                }
-            },
-        },
+        "components": components,
     }

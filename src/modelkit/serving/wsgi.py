@@ -20,6 +20,7 @@ from modelkit.serving.core import App, Request
 if TYPE_CHECKING:
     from modelkit.model import Model
     from modelkit.registry import Registry
+    from modelkit.serving.auth import AuthOption
 
 __all__ = ["WSGIApp", "wsgi_app"]
 
@@ -74,6 +75,10 @@ def wsgi_app(
     retry_after: int = 5,
     drain_timeout: float = 30.0,
     compress_min_size: int | None = 1024,
+    auth: AuthOption = None,
+    public_routes: Iterable[str] | None = None,
+    feedback: bool = True,
+    feedback_retention_days: float | None = 30.0,
     **named: Model | str,
 ) -> WSGIApp:
     """Build a WSGI callable serving one or several models, loaded now.
@@ -91,6 +96,10 @@ def wsgi_app(
         retry_after=retry_after,
         drain_timeout=drain_timeout,
         compress_min_size=compress_min_size,
+        auth=auth,
+        public_routes=public_routes,
+        feedback=feedback,
+        feedback_retention_days=feedback_retention_days,
         **named,
     )
     app.start()

@@ -49,6 +49,7 @@ ROUTES = {
     ("GET", "/v2/models/{name}/versions/{version}/ready"),
     ("POST", "/v2/models/{name}/infer"),
     ("POST", "/v2/models/{name}/versions/{version}/infer"),
+    ("POST", "/feedback"),
 }
 
 

@@ -1,0 +1,182 @@
+"""``modelkit serve``: serve registry models over HTTP with a chosen server backend.
+
+::
+
+    modelkit serve churn@production [fraud/7 legacy=churn/3 …] [--backend auto|stdlib|…]
+        [--workers N] [--host 127.0.0.1] [--port 8000] [--drain-timeout 30] [--registry URL]
+
+Prints one line saying what it serves and where, then serves until SIGTERM or Ctrl-C, which
+stop it gracefully (readiness 503 at once, requests in flight finish) with exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from modelkit.exceptions import ModelkitError
+from modelkit.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from modelkit.cli import Command
+    from modelkit.serving.core import App
+
+__all__ = ["ServeCommand", "add_server_options", "describe_models", "port_number"]
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535 (0 picks a free port)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def add_server_options(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
+    """``--backend``, ``--host``, ``--port`` (and ``--workers``), shared with ``modelkit demo``."""
+    from modelkit.servers import DEFAULT_HOST, DEFAULT_PORT
+
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        metavar="NAME",
+        help="server backend: auto (uvicorn when installed, else stdlib), stdlib, uvicorn, "
+        "gunicorn, or one a plugin registers (default: auto)",
+    )
+    if workers:
+        parser.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=1,
+            metavar="N",
+            help="worker processes (gunicorn only; the models are loaded once and shared) "
+            "(default: 1)",
+        )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on; 0.0.0.0 for every interface (default: {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        default=DEFAULT_PORT,
+        help=f"port to listen on; 0 picks a free one (default: {DEFAULT_PORT})",
+    )
+
+
+def describe_models(app: App) -> str:
+    """``churn (version 3), fraud (version 7)``: what a started app serves."""
+    parts = []
+    for entry in app.models.values():
+        version = "unversioned" if entry.version is None else f"version {entry.version}"
+        parts.append(f"{entry.name} ({version})")
+    return ", ".join(parts)
+
+
+def _sources(items: Sequence[str]) -> list[str | dict[str, str]]:
+    """``churn@production`` serves under the model's name; ``legacy=churn/3`` under ``legacy``."""
+    sources: list[str | dict[str, str]] = []
+    names: set[str] = set()
+    for item in items:
+        name, sep, uri = item.partition("=")
+        if not sep:
+            sources.append(item)
+            continue
+        if not name or not uri:
+            raise ModelkitError(f"{item!r} is not NAME=URI (e.g. legacy=churn/3)")
+        if name in names:
+            raise ModelkitError(f"the name {name!r} is given twice; give each model its own")
+        names.add(name)
+        sources.append({name: uri})
+    return sources
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class ServeCommand:
+    """``modelkit serve``: serve registry models with a server backend until stopped."""
+
+    help = "serve registry models over HTTP (/predict, MLflow /invocations, Open Inference v2)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "models",
+            nargs="+",
+            metavar="URI",
+            help="a registry model: churn@production, churn/3, models:/churn/3, or "
+            "NAME=URI to serve it under NAME; the first is the default of /predict",
+        )
+        add_server_options(parser)
+        parser.add_argument(
+            "--drain-timeout",
+            type=_seconds,
+            default=30.0,
+            metavar="SECONDS",
+            help="on SIGTERM or Ctrl-C, how long requests in flight may take to finish "
+            "(default: 30)",
+        )
+        parser.add_argument(
+            "--registry",
+            metavar="URL",
+            help="registry directory or URL (sqlite:///…, postgresql://…); "
+            "default: $MODELKIT_HOME, else ./.modelkit",
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        from modelkit.servers import get_server
+        from modelkit.serving.core import App
+
+        _configure_logging()
+        server = get_server(args.backend)  # an unknown or missing backend fails first
+        app = App(*_sources(args.models), registry=args.registry, drain_timeout=args.drain_timeout)
+
+        def ready(url: str) -> None:
+            workers = f", {args.workers} workers" if args.workers > 1 else ""
+            print(
+                f"serving {describe_models(app)} at {url} with {server.name}{workers}; "
+                "stop with Ctrl-C or SIGTERM",
+                flush=True,
+            )
+
+        try:
+            server.run(app, host=args.host, port=args.port, workers=args.workers, on_ready=ready)
+        except ModelkitError:
+            raise
+        except ValueError as exc:  # an invalid model name or URI
+            raise ModelkitError(_one_line(exc)) from exc
+        return 0
+
+
+def _configure_logging() -> None:
+    """Warnings and errors of the serving code (a model failing on a request) go to stderr."""
+    logger = logging.getLogger("modelkit")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+
+
+@hookimpl
+def register_commands(register: Callable[[str, Command], None]) -> None:
+    register("serve", ServeCommand())
