@@ -499,6 +499,8 @@ def test_serve_runs_the_chosen_backend_and_prints_where_it_listens(
             "3",
             "--drain-timeout",
             "2.5",
+            "--request-timeout",
+            "1.5",
         ]
     )
     assert status == 0
@@ -509,6 +511,7 @@ def test_serve_runs_the_chosen_backend_and_prints_where_it_listens(
     (call,) = fake.calls
     assert (call["host"], call["port"], call["workers"]) == ("0.0.0.0", 0, 3)
     assert call["app"].drain_timeout == 2.5
+    assert call["app"].request_timeout == 1.5
     assert list(call["app"].models) == ["seed", "legacy"]
 
 
@@ -517,6 +520,7 @@ def test_serve_defaults(fake: FakeServer, registry_dir: Path) -> None:
     (call,) = fake.calls
     assert (call["host"], call["port"], call["workers"]) == ("127.0.0.1", 8000, 1)
     assert call["app"].drain_timeout == 30.0
+    assert call["app"].request_timeout is None
 
 
 @pytest.mark.parametrize(

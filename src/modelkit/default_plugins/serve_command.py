@@ -3,7 +3,8 @@
 ::
 
     modelkit serve churn@production [fraud/7 legacy=churn/3 …] [--backend auto|stdlib|…]
-        [--workers N] [--host 127.0.0.1] [--port 8000] [--drain-timeout 30] [--registry URL]
+        [--workers N] [--host 127.0.0.1] [--port 8000] [--drain-timeout 30] [--request-timeout S]
+        [--registry URL]
 
 Prints one line saying what it serves and where, then serves until SIGTERM or Ctrl-C, which
 stop it gracefully (readiness 503 at once, requests in flight finish) with exit status 0.
@@ -136,6 +137,14 @@ class ServeCommand:
             "(default: 30)",
         )
         parser.add_argument(
+            "--request-timeout",
+            type=_seconds,
+            default=None,
+            metavar="SECONDS",
+            help="answer 504 to a request not answered within this many seconds (clients may "
+            "ask for less with X-Request-Timeout; default: no deadline)",
+        )
+        parser.add_argument(
             "--registry",
             metavar="URL",
             help="registry directory or URL (sqlite:///…, postgresql://…); "
@@ -148,7 +157,12 @@ class ServeCommand:
 
         _configure_logging()
         server = get_server(args.backend)  # an unknown or missing backend fails first
-        app = App(*_sources(args.models), registry=args.registry, drain_timeout=args.drain_timeout)
+        app = App(
+            *_sources(args.models),
+            registry=args.registry,
+            drain_timeout=args.drain_timeout,
+            request_timeout=args.request_timeout,
+        )
 
         def ready(url: str) -> None:
             workers = f", {args.workers} workers" if args.workers > 1 else ""

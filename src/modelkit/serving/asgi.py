@@ -21,8 +21,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from modelkit.serving._http import DEFAULT_MAX_BODY_SIZE, HTTPError, make_headers
-from modelkit.serving.core import App, Request
+from modelkit.serving.core import App, Request, Response, _request_id
 
 if TYPE_CHECKING:
     from modelkit.model import Model
@@ -133,7 +135,7 @@ class ASGIApp:
             body,
         )
         if method == "POST" and error is None:
-            response = await _to_thread(app.handle, request)
+            response = await _answer(app, request)
         else:
             response = app.handle(request, error=error)
         await send(
@@ -160,6 +162,7 @@ def asgi_app(
     public_routes: Iterable[str] | None = None,
     feedback: bool = True,
     feedback_retention_days: float | None = 30.0,
+    request_timeout: float | None = None,
     **named: Model | str,
 ) -> ASGIApp:
     """Build an ASGI callable serving one or several models, loaded at start-up.
@@ -182,6 +185,7 @@ def asgi_app(
             public_routes=public_routes,
             feedback=feedback,
             feedback_retention_days=feedback_retention_days,
+            request_timeout=request_timeout,
             **named,
         )
     )
@@ -207,6 +211,27 @@ async def _read(receive: Receive, limit: int) -> bytes | bytearray:
                 body += chunk
         if not message.get("more_body", False):
             return body
+
+
+async def _answer(app: App, request: Request) -> Response:
+    """Handle a POST off the event loop; past its deadline, answer 504 without waiting.
+
+    The abandoned computation finishes in its thread (Python cannot stop it) and its answer
+    is dropped; it still counts as in flight, so a drain waits for it.
+    """
+    try:
+        timeout = app.deadline(request)
+    except HTTPError as exc:
+        return app.handle(request, error=exc)
+    if timeout is None:
+        return await _to_thread(app.handle, request)
+    import asyncio
+
+    request = attrs.evolve(request, id=_request_id(request.headers))
+    try:
+        return await asyncio.wait_for(_to_thread(app.handle, request), timeout)
+    except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11
+        return app.timed_out(request, timeout)
 
 
 async def _to_thread(function: Callable[..., T], /, *args: Any) -> T:

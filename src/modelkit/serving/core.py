@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http
 import logging
+import math
 import re
 import threading
 import time
@@ -98,7 +99,7 @@ class Request:
     ``path`` is the path below the mount point (``/predict``, not ``/ml/predict``), already
     percent-decoded; ``query`` the raw query string; ``headers`` a mapping or pairs (names
     are lower-cased, repeated headers joined with ``", "``); ``body`` the raw body bytes,
-    still content-encoded. ``id`` is set by :meth:`App.handle` (the client's
+    still content-encoded. ``id`` is set by :meth:`App.handle` unless given (the client's
     ``X-Request-ID`` when it sent a usable one, else a new uuid4 hex), and so is
     ``identity``: who sent the request, when it was authenticated.
     """
@@ -304,6 +305,7 @@ class App:
     feedback: bool
     feedback_retention_days: float | None
     recorder: PredictionRecorder | None
+    request_timeout: float | None
 
     def __init__(
         self,
@@ -317,6 +319,7 @@ class App:
         public_routes: Iterable[str] | None = None,
         feedback: bool = True,
         feedback_retention_days: float | None = 30.0,
+        request_timeout: float | None = None,
         **named: Model | str,
     ) -> None:
         """Check the model list and the options; nothing is loaded until :meth:`start`.
@@ -334,6 +337,11 @@ class App:
             raise ServingError(
                 "feedback_retention_days must be a positive number of days or None (keep "
                 f"forever), got {feedback_retention_days!r}"
+            )
+        if request_timeout is not None and not request_timeout > 0:
+            raise ServingError(
+                f"request_timeout must be a positive number of seconds or None, got "
+                f"{request_timeout!r}"
             )
         routes = default_routes()
         authentication = build_authentication(
@@ -359,6 +367,7 @@ class App:
             bool(feedback),
             feedback_retention_days,
             None,
+            None if request_timeout is None else float(request_timeout),
         )
 
     def __repr__(self) -> str:
@@ -488,8 +497,7 @@ class App:
         upload): the request is routed, then answered with that error.
         """
         started = time.perf_counter()
-        request_id = _request_id(request.headers)
-        request = attrs.evolve(request, id=request_id)
+        request = attrs.evolve(request, id=request.id or _request_id(request.headers))
         head = request.method == "HEAD"
         template, label = _UNMATCHED, ""
         with self._cond:
@@ -510,7 +518,10 @@ class App:
                 if route.method == "POST":
                     body = decode_body(request.body, request.headers, self.max_body_size)
                     request = attrs.evolve(request, body=body)
+                timeout = self.deadline(request) if route.method == "POST" else None
                 response = route.handler(self, request, params)
+                if timeout is not None and time.perf_counter() - started > timeout:
+                    raise self.deadline_exceeded(timeout)
             except Exception as exc:  # every failure becomes an error response
                 response = self._failure(exc, request)
             response = self._finish(response, request, head=head)
@@ -521,6 +532,45 @@ class App:
                     self._cond.notify_all()
             self.metrics.leave()
         self.metrics.observe(template, label, response.status, time.perf_counter() - started)
+        return response
+
+    def deadline(self, request: Request) -> float | None:
+        """Seconds ``request`` may take: the smaller of ``request_timeout`` and the client's
+        ``X-Request-Timeout`` header (``None``: no deadline).
+
+        A header that is not a positive number of seconds is a 400.
+        """
+        raw = request.headers.get("x-request-timeout")
+        if raw is None:
+            return self.request_timeout
+        try:
+            asked = float(raw)
+        except ValueError:
+            asked = math.nan
+        if not asked > 0 or math.isinf(asked):
+            raise HTTPError(
+                400, f"X-Request-Timeout must be a positive number of seconds, got {raw!r}"
+            )
+        return asked if self.request_timeout is None else min(asked, self.request_timeout)
+
+    def deadline_exceeded(self, timeout: float) -> HTTPError:
+        """The 504 for a request that could not be answered within ``timeout`` seconds."""
+        return HTTPError(
+            504,
+            f"the request could not be answered within its deadline of {timeout:g}s; its "
+            "answer was dropped. Retry later, or allow more time with X-Request-Timeout",
+        )
+
+    def timed_out(self, request: Request, timeout: float) -> Response:
+        """Answer ``request`` with a 504 now (for adapters that stop waiting on their own).
+
+        Give ``request`` its ``id`` first, and hand :meth:`handle` the same request, so that
+        the 504 and the log of the abandoned computation name the same request id.
+        """
+        response = self._finish(
+            self._failure(self.deadline_exceeded(timeout), request), request, head=False
+        )
+        self.metrics.observe(_UNMATCHED, "", response.status, timeout)
         return response
 
     def model(self, name: str, version: str | None = None) -> ServedModel:

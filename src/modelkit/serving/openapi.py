@@ -346,6 +346,7 @@ _ERRORS = {
     "415": "Unsupported Content-Type or Content-Encoding",
     "500": "The model failed (details are in the server log, under the request id)",
     "503": "Not ready: loading or draining (see the Retry-After header)",
+    "504": "Not answered within the request deadline (request_timeout / X-Request-Timeout)",
 }
 
 
@@ -387,7 +388,7 @@ def _operation(app: App, route: Route) -> dict[str, Any]:
     if route.models:
         relevant |= {"503"}
     if route.method == "POST":
-        relevant |= {"400", "413", "415"}
+        relevant |= {"400", "413", "415", "504"}
     protected = app.authentication.protects(route.template)
     if protected:
         relevant |= {"401"}

@@ -79,6 +79,7 @@ def wsgi_app(
     public_routes: Iterable[str] | None = None,
     feedback: bool = True,
     feedback_retention_days: float | None = 30.0,
+    request_timeout: float | None = None,
     **named: Model | str,
 ) -> WSGIApp:
     """Build a WSGI callable serving one or several models, loaded now.
@@ -100,6 +101,7 @@ def wsgi_app(
         public_routes=public_routes,
         feedback=feedback,
         feedback_retention_days=feedback_retention_days,
+        request_timeout=request_timeout,
         **named,
     )
     app.start()

@@ -53,7 +53,17 @@ def test_every_route_is_described(client: Client) -> None:
 def test_statuses_and_bodies(client: Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     predict = paths["/predict"]["post"]
-    assert set(predict["responses"]) == {"200", "400", "404", "405", "413", "415", "500", "503"}
+    assert set(predict["responses"]) == {
+        "200",
+        "400",
+        "404",
+        "405",
+        "413",
+        "415",
+        "500",
+        "503",
+        "504",
+    }
     assert predict["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/PredictRequest"
     }
