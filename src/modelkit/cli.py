@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from modelkit._version import __version__
 from modelkit.exceptions import ModelkitError
 
-__all__ = ["Command", "build_parser", "main"]
+__all__ = ["Command", "build_parser", "main", "port_number", "positive_int", "seconds"]
 
 
 @runtime_checkable
@@ -30,6 +30,34 @@ class Command(Protocol):
 
     def run(self, args: argparse.Namespace) -> int:
         """Do the work; return the process exit status."""
+
+
+# -- argument types shared by commands (argparse ``type=``) ------------------------------
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def seconds(text: str) -> float:
+    """argparse type: a number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535 (0 picks a free port)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from modelkit._tables import cell, format_float, format_time, render_table
+from modelkit.cli import positive_int, seconds
 from modelkit.exceptions import ModelkitError
 from modelkit.hookspecs import hookimpl
 
@@ -106,23 +107,6 @@ def parse_time(text: str) -> datetime:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.astimezone(timezone.utc)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
 
 
 # -- output helpers ------------------------------------------------------------------------
@@ -696,7 +680,7 @@ class GcCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--grace",
-            type=_seconds,
+            type=seconds,
             default=3600.0,
             metavar="SECONDS",
             help="keep files younger than this, which a registration may still be writing "

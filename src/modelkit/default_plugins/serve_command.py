@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from modelkit.cli import port_number, positive_int, seconds
 from modelkit.exceptions import ModelkitError
 from modelkit.hookspecs import hookimpl
 
@@ -24,30 +25,7 @@ if TYPE_CHECKING:
     from modelkit.cli import Command
     from modelkit.serving.core import App
 
-__all__ = ["ServeCommand", "add_server_options", "describe_models", "port_number"]
-
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port, 0 to 65535 (0 picks a free port)."""
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
-    return int(text)
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
+__all__ = ["ServeCommand", "add_server_options", "describe_models"]
 
 
 def add_server_options(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
@@ -64,7 +42,7 @@ def add_server_options(parser: argparse.ArgumentParser, *, workers: bool = True)
     if workers:
         parser.add_argument(
             "--workers",
-            type=_positive_int,
+            type=positive_int,
             default=1,
             metavar="N",
             help="worker processes (gunicorn only; the models are loaded once and shared) "
@@ -130,7 +108,7 @@ class ServeCommand:
         add_server_options(parser)
         parser.add_argument(
             "--drain-timeout",
-            type=_seconds,
+            type=seconds,
             default=30.0,
             metavar="SECONDS",
             help="on SIGTERM or Ctrl-C, how long requests in flight may take to finish "
@@ -138,7 +116,7 @@ class ServeCommand:
         )
         parser.add_argument(
             "--request-timeout",
-            type=_seconds,
+            type=seconds,
             default=None,
             metavar="SECONDS",
             help="answer 504 to a request not answered within this many seconds (clients may "

@@ -18,18 +18,16 @@ Request bodies are read incrementally and refused (413) once over the limit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from modelkit.serving._http import DEFAULT_MAX_BODY_SIZE, HTTPError, make_headers
+from modelkit.serving._http import HTTPError, make_headers
 from modelkit.serving.core import App, Request, Response, _request_id
 
 if TYPE_CHECKING:
     from modelkit.model import Model
-    from modelkit.registry import Registry
-    from modelkit.serving.auth import AuthOption
 
 __all__ = ["ASGIApp", "asgi_app"]
 
@@ -153,17 +151,7 @@ class ASGIApp:
 
 def asgi_app(
     *models: Model | str | Mapping[str, Model | str],
-    registry: Registry | str | None = None,
-    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-    retry_after: int = 5,
-    drain_timeout: float = 30.0,
-    compress_min_size: int | None = 1024,
-    auth: AuthOption = None,
-    public_routes: Iterable[str] | None = None,
-    feedback: bool = True,
-    feedback_retention_days: float | None = 30.0,
-    request_timeout: float | None = None,
-    **named: Model | str,
+    **options: Any,
 ) -> ASGIApp:
     """Build an ASGI callable serving one or several models, loaded at start-up.
 
@@ -171,24 +159,10 @@ def asgi_app(
     (``"churn@production"``, ``"fraud/7"``), or a ``{name: model or URI}`` mapping;
     ``name=model`` keywords add more. The first is the default model. Nothing is loaded
     here: the server's lifespan start-up (or the first request) does it. See
-    :class:`~modelkit.serving.App` for the options.
+    :class:`~modelkit.serving.App` for the options (``registry``, ``max_body_size``,
+    ``auth``, ``request_timeout``, …), passed on as they are.
     """
-    return ASGIApp(
-        App(
-            *models,
-            registry=registry,
-            max_body_size=max_body_size,
-            retry_after=retry_after,
-            drain_timeout=drain_timeout,
-            compress_min_size=compress_min_size,
-            auth=auth,
-            public_routes=public_routes,
-            feedback=feedback,
-            feedback_retention_days=feedback_retention_days,
-            request_timeout=request_timeout,
-            **named,
-        )
-    )
+    return ASGIApp(App(*models, **options))
 
 
 async def _read(receive: Receive, limit: int) -> bytes | bytearray:

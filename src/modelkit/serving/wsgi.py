@@ -14,13 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from modelkit.serving._http import DEFAULT_MAX_BODY_SIZE, HTTPError
+from modelkit.serving._http import HTTPError
 from modelkit.serving.core import App, Request
 
 if TYPE_CHECKING:
     from modelkit.model import Model
-    from modelkit.registry import Registry
-    from modelkit.serving.auth import AuthOption
 
 __all__ = ["WSGIApp", "wsgi_app"]
 
@@ -70,40 +68,18 @@ class WSGIApp:
 
 def wsgi_app(
     *models: Model | str | Mapping[str, Model | str],
-    registry: Registry | str | None = None,
-    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-    retry_after: int = 5,
-    drain_timeout: float = 30.0,
-    compress_min_size: int | None = 1024,
-    auth: AuthOption = None,
-    public_routes: Iterable[str] | None = None,
-    feedback: bool = True,
-    feedback_retention_days: float | None = 30.0,
-    request_timeout: float | None = None,
-    **named: Model | str,
+    **options: Any,
 ) -> WSGIApp:
     """Build a WSGI callable serving one or several models, loaded now.
 
     Each model is a :class:`~modelkit.Model` with a name, a registry URI
     (``"churn@production"``, ``"fraud/7"``), or a ``{name: model or URI}`` mapping;
     ``name=model`` keywords add more. The first is the default model. See
-    :class:`~modelkit.serving.App` for the options. Raises what loading raises (unknown
+    :class:`~modelkit.serving.App` for the options (``registry``, ``max_body_size``,
+    ``auth``, ``request_timeout``, …), passed on as they are. Raises what loading raises (unknown
     URI, hash mismatch, duplicate names).
     """
-    app = App(
-        *models,
-        registry=registry,
-        max_body_size=max_body_size,
-        retry_after=retry_after,
-        drain_timeout=drain_timeout,
-        compress_min_size=compress_min_size,
-        auth=auth,
-        public_routes=public_routes,
-        feedback=feedback,
-        feedback_retention_days=feedback_retention_days,
-        request_timeout=request_timeout,
-        **named,
-    )
+    app = App(*models, **options)
     app.start()
     return WSGIApp(app)
 
