@@ -66,6 +66,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("modelkit.demo", "modelkit.default_plugins.demo"),
     ("modelkit.api_key_auth", "modelkit.default_plugins.api_key_auth"),
     ("modelkit.servers", "modelkit.default_plugins.servers"),
+    ("modelkit.native_server", "modelkit.default_plugins.native_server"),
     ("modelkit.serve_command", "modelkit.default_plugins.serve_command"),
 )
 """``(plugin name, module)`` of every built-in plugin, in registration order."""

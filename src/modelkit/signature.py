@@ -241,6 +241,14 @@ class Signature:
         """
         return self._validate(X)[0]
 
+    def check(self, X: Any) -> tuple[np.ndarray | pd.DataFrame, bool]:
+        """:meth:`validate` ``X``, also returning whether any value is missing.
+
+        The pair is what :meth:`Model.call <modelkit.Model.call>` takes: the checked data and
+        whether the estimator must be run with its own missing-value handling on.
+        """
+        return self._validate(X)
+
     def _validate(self, data: Any) -> tuple[Any, bool]:
         """:meth:`validate`, also returning whether any value is missing."""
         plan = self._plan

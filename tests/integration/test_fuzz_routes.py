@@ -225,6 +225,8 @@ def valid(route: str, known: str) -> st.SearchStrategy[Any]:
                 ]
             }
         )
+    if route == "/admin/reload":
+        return st.just({})
     if route == "/feedback":
         return st.lists(st.integers(0, 1) | st.none(), min_size=2, max_size=2).map(
             lambda labels: {"id": known, "label": labels}
@@ -236,9 +238,12 @@ def valid(route: str, known: str) -> st.SearchStrategy[Any]:
 def shaped(route: str, known: str) -> st.SearchStrategy[Any]:
     if route.endswith("/infer"):
         return INFER
-    return {"/predict": PREDICT, "/invocations": INVOCATIONS, "/feedback": feedback_bodies(known)}[
-        route
-    ]
+    return {
+        "/predict": PREDICT,
+        "/invocations": INVOCATIONS,
+        "/feedback": feedback_bodies(known),
+        "/admin/reload": JSON,
+    }[route]
 
 
 @st.composite

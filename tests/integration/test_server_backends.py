@@ -262,7 +262,9 @@ def worker_count(pid: int) -> int:
     return len(children.read_text().split())
 
 
-@pytest.mark.parametrize(("backend", "workers"), [("stdlib", 1), ("uvicorn", 1), ("gunicorn", 2)])
+@pytest.mark.parametrize(
+    ("backend", "workers"), [("stdlib", 1), ("uvicorn", 1), ("gunicorn", 2), ("native", 1)]
+)
 def test_backend_serves_every_protocol_and_stops_gracefully(
     serve: Callable[..., ServeProcess],
     served_registry: dict[str, Any],
@@ -327,11 +329,12 @@ def test_an_unknown_backend_is_one_line_listing_the_available_ones(
     server = serve("--backend", "tornado")
     assert server.proc.wait(timeout=DEADLINE) == 1
     assert server.stderr() == (
-        "error: unknown server backend 'tornado' (available: auto, gunicorn, stdlib, uvicorn)\n"
+        "error: unknown server backend 'tornado' (available: auto, gunicorn, native, stdlib, "
+        "uvicorn)\n"
     )
 
 
-@pytest.mark.parametrize("backend", ["stdlib", "uvicorn", "gunicorn"])
+@pytest.mark.parametrize("backend", ["stdlib", "uvicorn", "gunicorn", "native"])
 def test_a_port_in_use_is_one_line(
     served_registry: dict[str, Any], tmp_path: Path, backend: str
 ) -> None:

@@ -115,7 +115,7 @@ class Running:
 
 
 def test_the_builtin_backends_are_registered() -> None:
-    assert available_servers() == ["gunicorn", "stdlib", "uvicorn"]
+    assert available_servers() == ["gunicorn", "native", "stdlib", "uvicorn"]
     for name in available_servers():
         server = get_server(name)
         assert isinstance(server, Server)
@@ -151,13 +151,14 @@ def test_an_unknown_backend_lists_the_available_ones() -> None:
         get_server("tornado")
     assert isinstance(caught.value, LookupError)
     assert str(caught.value) == (
-        "unknown server backend 'tornado' (available: auto, gunicorn, stdlib, uvicorn)"
+        "unknown server backend 'tornado' (available: auto, gunicorn, native, stdlib, uvicorn)"
     )
 
 
 def test_auto_without_any_backend_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     pm = make_plugin_manager(
-        load_entrypoints=False, environ={"MODELKIT_DISABLE_PLUGINS": "modelkit.servers"}
+        load_entrypoints=False,
+        environ={"MODELKIT_DISABLE_PLUGINS": "modelkit.servers,modelkit.native_server"},
     )
     with use_plugin_manager(pm):
         assert available_servers() == []
@@ -209,7 +210,7 @@ def test_a_plugin_adds_a_backend_and_gets_its_options(
     plugin_manager: pluggy.PluginManager,
 ) -> None:
     plugin_manager.register(Backends(fake=FakeServer))
-    assert available_servers() == ["fake", "gunicorn", "stdlib", "uvicorn"]
+    assert available_servers() == ["fake", "gunicorn", "native", "stdlib", "uvicorn"]
     server = get_server("fake", color="blue")
     assert isinstance(server, FakeServer)
     assert server.options == {"color": "blue"}
@@ -528,7 +529,8 @@ def test_serve_defaults(fake: FakeServer, registry_dir: Path) -> None:
     [
         (
             ["seed@production", "--backend", "tornado"],
-            "unknown server backend 'tornado' (available: auto, fake, gunicorn, stdlib, uvicorn)",
+            "unknown server backend 'tornado' "
+            "(available: auto, fake, gunicorn, native, stdlib, uvicorn)",
         ),
         (["=seed/1", "--backend", "fake"], "'=seed/1' is not NAME=URI (e.g. legacy=churn/3)"),
         (

@@ -4,16 +4,21 @@
 
     modelkit serve churn@production [fraud/7 legacy=churn/3 …] [--backend auto|stdlib|…]
         [--workers N] [--host 127.0.0.1] [--port 8000] [--drain-timeout 30] [--request-timeout S]
-        [--registry URL]
+        [--watch SECONDS] [--registry URL]
 
 Prints one line saying what it serves and where, then serves until SIGTERM or Ctrl-C, which
 stop it gracefully (readiness 503 at once, requests in flight finish) with exit status 0.
+
+Models served from an alias (``churn@production``) follow it: every ``--watch`` seconds, on
+SIGHUP, or on an authenticated ``POST /admin/reload``, a moved alias's new version is
+loaded, verified and warmed up in the background, then swapped in without dropping a request.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -37,7 +42,8 @@ def add_server_options(parser: argparse.ArgumentParser, *, workers: bool = True)
         default="auto",
         metavar="NAME",
         help="server backend: auto (uvicorn when installed, else stdlib), stdlib, uvicorn, "
-        "gunicorn, or one a plugin registers (default: auto)",
+        "gunicorn, native (modelkit's own HTTP/1.1 server, the fastest), or one a plugin "
+        "registers (default: auto)",
     )
     if workers:
         parser.add_argument(
@@ -88,6 +94,25 @@ def _sources(items: Sequence[str]) -> list[str | dict[str, str]]:
     return sources
 
 
+def _positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds > 0."""
+    value = seconds(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    """argparse type: a number of milliseconds ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of milliseconds >= 0, got {text!r}")
+    return value
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -123,6 +148,42 @@ class ServeCommand:
             "ask for less with X-Request-Timeout; default: no deadline)",
         )
         parser.add_argument(
+            "--watch",
+            type=_positive_seconds,
+            default=None,
+            metavar="SECONDS",
+            help="check the served aliases (churn@production) every SECONDS and swap in the "
+            "versions they move to (default: only on SIGHUP or POST /admin/reload)",
+        )
+        batching = parser.add_argument_group("micro-batching (see docs/serving.md)")
+        batching.add_argument(
+            "--max-batch-size",
+            type=positive_int,
+            default=64,
+            metavar="N",
+            help="most requests computed together in one batch (default: 64)",
+        )
+        batching.add_argument(
+            "--max-wait-ms",
+            type=_milliseconds,
+            default=2.0,
+            metavar="MS",
+            help="longest a batch waits for requests on their way while the model is idle "
+            "(default: 2; 0: never waits)",
+        )
+        batching.add_argument(
+            "--max-queue",
+            type=positive_int,
+            default=1024,
+            metavar="N",
+            help="most requests waiting per model; more get 503 + Retry-After (default: 1024)",
+        )
+        batching.add_argument(
+            "--no-batching",
+            action="store_true",
+            help="compute every request on its own",
+        )
+        parser.add_argument(
             "--registry",
             metavar="URL",
             help="registry directory or URL (sqlite:///…, postgresql://…); "
@@ -131,7 +192,7 @@ class ServeCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         from modelkit.servers import get_server
-        from modelkit.serving.core import App
+        from modelkit.serving.core import App, BatchOptions
 
         _configure_logging()
         server = get_server(args.backend)  # an unknown or missing backend fails first
@@ -140,6 +201,13 @@ class ServeCommand:
             registry=args.registry,
             drain_timeout=args.drain_timeout,
             request_timeout=args.request_timeout,
+            watch=args.watch,
+            batching=BatchOptions(
+                enabled=not args.no_batching,
+                max_batch_size=args.max_batch_size,
+                max_wait_ms=args.max_wait_ms,
+                max_queue=args.max_queue,
+            ),
         )
 
         def ready(url: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -21,6 +23,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "JSON_TYPE",
     "HTTPError",
+    "HeaderMap",
     "ServingError",
     "accepts_gzip",
     "decode_body",
@@ -30,6 +33,7 @@ __all__ = [
     "jsonable",
     "make_headers",
     "media_type",
+    "new_id",
 ]
 
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
@@ -56,13 +60,52 @@ class HTTPError(ServingError):
         self.headers = tuple(headers)
 
 
-def make_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+class HeaderMap(dict[str, str]):
+    """Request headers already normalised by :func:`make_headers` (never normalised twice)."""
+
+    __slots__ = ()
+
+
+def make_headers(pairs: Iterable[tuple[str, str]]) -> HeaderMap:
     """Build a request header mapping: names lower-cased, repeated values joined."""
-    headers: dict[str, str] = {}
+    headers = HeaderMap()
     for name, value in pairs:
         key = name.lower()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return headers
+
+
+class _RandomBytes:
+    """``os.urandom`` bytes, read 4 KiB at a time: one system call per 256 ids, not per id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:  # a forked child must not repeat its parent's ids
+        self._buffer, self._at = b"", 0
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> bytes:
+        with self._lock:
+            if self._at + count > len(self._buffer):
+                self._buffer, self._at = os.urandom(4096), 0
+            start = self._at
+            self._at += count
+            return self._buffer[start : start + count]
+
+
+_RANDOM = _RandomBytes()
+
+
+def new_id() -> str:
+    """A new random id: the hex of a version-4 UUID, as ``uuid.uuid4().hex`` makes, faster."""
+    raw = bytearray(_RANDOM.take(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 # -- content types ---------------------------------------------------------------------------
@@ -114,7 +157,9 @@ def decode_body(body: bytes | bytearray, headers: Headers, limit: int) -> bytes 
     Unknown encodings are a 415; corrupt data a 400; data that decompresses to more than
     ``limit`` bytes a 413, detected without decompressing beyond the limit.
     """
-    raw = headers.get("content-encoding", "")
+    raw = headers.get("content-encoding")
+    if not raw:
+        return body
     codings = [c.strip().lower() for c in raw.split(",") if c.strip()]
     unknown = [c for c in codings if c not in _ENCODINGS]
     if unknown:
@@ -176,7 +221,18 @@ def gzip_body(body: bytes) -> bytes:
 
 
 def json_body(body: bytes | bytearray, what: str = "request body") -> Any:
-    """Parse JSON, or fail with a 400 saying where the document is broken."""
+    """Parse JSON, or fail with a 400 saying where the document is broken.
+
+    orjson parses when it is installed (the ``serve`` extra); what it refuses (the NaN and
+    Infinity literals Python's parser takes) goes to :mod:`json`, and so do documents with
+    numbers of 19 digits or more (orjson turns integers beyond 64 bits into floats), so that
+    every document means the same whichever parser reads it.
+    """
+    if _ORJSON is not None and not _long_integer(body):
+        try:
+            return _ORJSON.loads(body)
+        except (ValueError, TypeError):
+            pass
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -201,14 +257,58 @@ def _default(obj: Any) -> Any:
 def dumps(document: Any) -> bytes:
     """Encode a response document as compact UTF-8 JSON (numpy values included).
 
-    NaN and ±inf, which JSON cannot represent, are written as ``null``.
+    NaN and ±inf, which JSON cannot represent, are written as ``null``. orjson encodes
+    when it is installed (the ``serve`` extra), :mod:`json` otherwise.
     """
+    if _ORJSON is not None:
+        try:
+            encoded: bytes = _ORJSON.dumps(document, default=_default)
+        except TypeError:  # keys that are not strings, integers beyond 64 bits
+            pass
+        else:
+            return encoded
     try:
         text = _ENCODER.encode(document)
     except ValueError:  # a non-finite float somewhere: the slow path replaces it
         text = _ENCODER.encode(_finite(document))
     return text.encode()
 
+
+def _orjson() -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return None
+    return orjson
+
+
+_ORJSON = _orjson()
+
+
+def _long_integer(body: bytes | bytearray) -> bool:
+    """Whether ``body`` holds an integer of 19 digits or more.
+
+    A run of 19 digits or more after a ``.`` is a fraction, and one before ``.``, ``e`` or
+    ``E`` a float's mantissa: either parser reads those alike.
+    """
+    masked = body.translate(_DIGITS_AS_ZEROS)  # runs of digits become runs of b"0"
+    start = masked.find(_LONG_RUN)
+    while start != -1:
+        end = start + len(_LONG_RUN)
+        while end < len(masked) and masked[end] == _ZERO:
+            end += 1
+        fraction = start > 0 and body[start - 1] == _DOT
+        mantissa = end < len(body) and body[end] in _FLOAT_MARKS
+        if not (fraction or mantissa):
+            return True
+        start = masked.find(_LONG_RUN, end)
+    return False
+
+
+_ZERO, _DOT = ord("0"), ord(".")
+_DIGITS_AS_ZEROS = bytes(_ZERO if chr(i).isdigit() and i < 128 else 32 for i in range(256))
+_LONG_RUN = b"0" * 19
+_FLOAT_MARKS = frozenset(b".eE")
 
 _ENCODER = json.JSONEncoder(
     default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False

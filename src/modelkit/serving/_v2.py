@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import struct
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +41,13 @@ from modelkit.serving._http import (
     json_body,
     jsonable,
     media_type,
+    new_id,
 )
-from modelkit.serving.codecs import run
+from modelkit.serving.codecs import call
 from modelkit.serving.core import Response
 
 if TYPE_CHECKING:
+    from modelkit.serving.batching import Call, Outcome
     from modelkit.serving.core import App, Request, ServedModel
 
 __all__ = [
@@ -112,7 +113,18 @@ def _shape(value: Any, name: str) -> tuple[int, ...]:
         raise HTTPError(
             400, f'input {name!r}: "shape" must be a list of non-negative integers, got {value!r}'
         )
+    if math.prod(d for d in value if d) > _MAX_CELLS:  # even with a 0 somewhere
+        raise HTTPError(
+            400,
+            f"input {name!r}: shape {value!r} is too large (more than {_MAX_CELLS} cells "
+            "without its zero dimensions)",
+        )
     return tuple(value)
+
+
+_MAX_CELLS = 2**40
+"""Most cells a tensor's shape may describe: numpy cannot even describe an empty array whose
+other dimensions multiply past its index range."""
 
 
 def decode_binary(name: str, datatype: str, shape: Sequence[int], data: memoryview) -> np.ndarray:
@@ -443,9 +455,10 @@ def _outputs(document: dict[str, Any], served: ServedModel) -> list[tuple[str, b
     return wanted
 
 
-def infer(app: App, request: Request, params: Mapping[str, str]) -> Response:
+def infer(app: App, request: Request, params: Mapping[str, str]) -> Response | Call:
     """``POST /v2/models/{name}[/versions/{version}]/infer``."""
-    served = app.model(params["name"], params.get("version"))
+    version = params.get("version")
+    served = app.model(params["name"], version)
     document, binary = _split(request)
     tensors = parse_inputs(document, binary)
     request_id = document.get("id")
@@ -453,29 +466,47 @@ def infer(app: App, request: Request, params: Mapping[str, str]) -> Response:
         raise HTTPError(400, '"id" must be a string')
     wanted = _outputs(document, served)
     rows = model_input(served, tensors)
-    outputs, blobs = [], []
-    predicted = None
-    for name, binary_output in wanted:
-        array = _as_tensor(run(served, name, rows))
-        if name == "predict":
-            predicted = array
-        datatype = datatype_of(array)
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary_output:
-            blob = encode_binary(array, datatype)
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = jsonable(array.ravel())
-        outputs.append(entry)
+    answer_id = request_id if request_id is not None else new_id()
+
+    def finish(outcome: Outcome) -> Response:
+        outputs, blobs = [], []
+        for name, binary_output in wanted:
+            array = _as_tensor(outcome.results[name])
+            datatype = datatype_of(array)
+            entry: dict[str, Any] = {
+                "name": name,
+                "datatype": datatype,
+                "shape": list(array.shape),
+            }
+            if binary_output:
+                blob = encode_binary(array, datatype)
+                entry["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                entry["data"] = jsonable(array.ravel())
+            outputs.append(entry)
+        served = outcome.served
+        if outputs:
+            count = int(outputs[0]["shape"][0]) if outputs[0]["shape"] else 1
+            predicted = outcome.results.get("predict")
+            if predicted is not None:
+                predicted = _as_tensor(predicted)
+            app.metrics.predicted(served.name, count)
+            app.record_prediction(served, answer_id, count, predicted)
+        return _answer(served, answer_id, outputs, blobs)
+
+    if not wanted:
+        return _answer(served, answer_id, [], [])
+    return call(served, rows, tuple(name for name, _ in wanted), finish, version)
+
+
+def _answer(
+    served: ServedModel, answer_id: str, outputs: list[dict[str, Any]], blobs: list[bytes]
+) -> Response:
     answer: dict[str, Any] = {"model_name": served.name}
     if served.version is not None:
         answer["model_version"] = served.version
-    answer["id"] = request_id if request_id is not None else uuid.uuid4().hex
-    if outputs:
-        count = int(outputs[0]["shape"][0]) if outputs[0]["shape"] else 1
-        app.metrics.predicted(served.name, count)
-        app.record_prediction(served, answer["id"], count, predicted)
+    answer["id"] = answer_id
     answer["outputs"] = outputs
     header = dumps(answer)
     if not blobs:

@@ -10,9 +10,11 @@ Lifespan is honoured: models are loaded (registry URIs resolved and hash-verifie
 ``lifespan.startup`` (a failure is reported as ``lifespan.startup.failed``), and
 ``lifespan.shutdown`` drains: readiness turns 503, new predictions are refused, and the
 requests in flight finish before shutdown completes. Under a server without lifespan, the
-first request loads the models. Predictions run in worker threads
-(:func:`asyncio.to_thread`), so the event loop keeps answering health checks meanwhile.
-Request bodies are read incrementally and refused (413) once over the limit.
+first request loads the models. Requests are decoded in the event loop and their model
+work is micro-batched (:class:`~modelkit.serving.batching.AsyncBatcher`): a worker thread
+computes one batch while the loop decodes the requests of the next, and keeps answering
+health checks meanwhile. Bodies over 64 KiB are handled whole in worker threads. Request
+bodies are read incrementally and refused (413) once over the limit.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-
 from modelkit.serving._http import HTTPError, make_headers
-from modelkit.serving.core import App, Request, Response, _request_id
+from modelkit.serving._records import request_id
+from modelkit.serving.core import App, Request, Response
 
 if TYPE_CHECKING:
     from modelkit.model import Model
+    from modelkit.serving.batching import Outcome
 
 __all__ = ["ASGIApp", "asgi_app"]
 
@@ -38,6 +40,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 T = TypeVar("T")
+
+
+INLINE_BODY_SIZE = 64 * 1024
+"""Bodies up to this size (bytes) are decoded in the event loop and their model work batched;
+larger ones are handled in a worker thread, so that decoding them never holds up the loop."""
 
 
 class _DisconnectedError(Exception):
@@ -131,11 +138,12 @@ class ASGIApp:
             scope.get("query_string", b"").decode("latin-1"),
             headers,
             body,
+            request_id(headers),
         )
-        if method == "POST" and error is None:
-            response = await _answer(app, request)
+        if method == "POST" and error is None and len(body) > INLINE_BODY_SIZE:
+            response = await _answer(app, request)  # decoding it would hold up the loop
         else:
-            response = app.handle(request, error=error)
+            response = await _handle(app, request, error)
         await send(
             {
                 "type": "http.response.start",
@@ -187,8 +195,21 @@ async def _read(receive: Receive, limit: int) -> bytes | bytearray:
             return body
 
 
+async def _handle(app: App, request: Request, error: HTTPError | None) -> Response:
+    """Answer in the event loop; model work waits for its batch without holding the loop."""
+    exchange = app.begin(request, error=error)
+    work = exchange.work
+    if work is not None:
+        try:
+            outcome: Outcome | BaseException = await app.async_batcher.run(work)
+        except Exception as exc:
+            outcome = exc
+        app.complete(exchange, outcome)
+    return app.end(exchange)
+
+
 async def _answer(app: App, request: Request) -> Response:
-    """Handle a POST off the event loop; past its deadline, answer 504 without waiting.
+    """Handle a large POST in a worker thread; past its deadline, answer 504 without waiting.
 
     The abandoned computation finishes in its thread (Python cannot stop it) and its answer
     is dropped; it still counts as in flight, so a drain waits for it.
@@ -201,7 +222,6 @@ async def _answer(app: App, request: Request) -> Response:
         return await _to_thread(app.handle, request)
     import asyncio
 
-    request = attrs.evolve(request, id=_request_id(request.headers))
     try:
         return await asyncio.wait_for(_to_thread(app.handle, request), timeout)
     except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11

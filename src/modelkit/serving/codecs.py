@@ -25,8 +25,7 @@ MLflow scoring protocol::
 from __future__ import annotations
 
 import io
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,8 +37,10 @@ from modelkit.serving._http import (
     json_body,
     jsonable,
     media_type,
+    new_id,
     require_json,
 )
+from modelkit.serving.batching import Call, Outcome
 from modelkit.serving.core import Response
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FEATURES_ERROR",
     "MLFLOW_FORMATS",
+    "call",
     "invocations",
     "mlflow_rows",
     "ping",
@@ -65,16 +67,27 @@ MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _METHODS = ("predict", "predict_proba", "decision_function")
 
 
-def run(served: ServedModel, method: str, rows: Any) -> Any:
-    """Call ``method`` of the served model on ``rows`` (validated by the model)."""
+def call(
+    served: ServedModel,
+    rows: Any,
+    methods: tuple[str, ...],
+    finish: Callable[[Outcome], Response],
+    version: str | None = None,
+) -> Call:
+    """The model work of a request: ``methods`` of the served model on ``rows``.
+
+    The rows are checked when the call is computed, with the rows of the requests batched
+    with it; what can be refused before (no rows, a method the model lacks) is refused here.
+    """
     model = served.model
     if isinstance(rows, list) and not rows:
         # Signature.validate's own message, which models with a categorical feature do not give
         raise HTTPError(400, "expected at least one row, got none")
-    if method not in model.methods:
-        offered = ", ".join(repr(m) for m in model.methods)
-        raise HTTPError(400, f"model {served.name!r} has no {method}; it offers {offered}")
-    return getattr(model, method)(rows)
+    for method in methods:
+        if method not in model.methods:
+            offered = ", ".join(repr(m) for m in model.methods)
+            raise HTTPError(400, f"model {served.name!r} has no {method}; it offers {offered}")
+    return Call(served.name, rows, methods, finish, version)
 
 
 def _count(
@@ -97,7 +110,9 @@ def seed_rows(document: Any) -> tuple[list[Any], tuple[str, ...]]:
         raise HTTPError(
             400, f'{FEATURES_ERROR}: expected a JSON object {{"features": [[...], ...]}}'
         )
-    extra = document.get("return", [])
+    extra = document.get("return")
+    if extra is None:  # the seed's body: no extra methods
+        return features, ()
     if isinstance(extra, str):
         extra = [extra]
     if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
@@ -110,25 +125,30 @@ def seed_rows(document: Any) -> tuple[list[Any], tuple[str, ...]]:
     return features, tuple(dict.fromkeys(m for m in extra if m != "predict"))
 
 
-def predict(app: App, request: Request, params: Mapping[str, str]) -> Response:
+def predict(app: App, request: Request, params: Mapping[str, str]) -> Call:
     """``POST /predict``: the seed's contract, plus model, version and a prediction id."""
     served = app.select(request)
     require_json(request.headers)
     features, extra = seed_rows(json_body(request.body))
-    prediction = run(served, "predict", features)
-    document: dict[str, Any] = {"prediction": jsonable(prediction)}
-    for method in extra:
-        document[method] = jsonable(run(served, method, features))
-    prediction_id = uuid.uuid4().hex
-    document.update(model=served.name, version=served.version, id=prediction_id)
-    _count(app, served, prediction, prediction_id, document["prediction"])
-    return Response.json(200, document)
+
+    def finish(outcome: Outcome) -> Response:
+        served = outcome.served
+        prediction = outcome.results["predict"]
+        document: dict[str, Any] = {"prediction": jsonable(prediction)}
+        for method in extra:
+            document[method] = jsonable(outcome.results[method])
+        prediction_id = new_id()
+        document.update(model=served.name, version=served.version, id=prediction_id)
+        _count(app, served, prediction, prediction_id, document["prediction"])
+        return Response.json(200, document)
+
+    return call(served, features, ("predict", *extra), finish)
 
 
 # -- the MLflow scoring protocol -------------------------------------------------------------
 
 
-def invocations(app: App, request: Request, params: Mapping[str, str]) -> Response:
+def invocations(app: App, request: Request, params: Mapping[str, str]) -> Call:
     """``POST /invocations``: MLflow's scoring format, JSON or CSV → ``{"predictions": ...}``.
 
     ``params`` are ignored, except ``{"method": "predict_proba"}`` (or
@@ -147,11 +167,16 @@ def invocations(app: App, request: Request, params: Mapping[str, str]) -> Respon
             415,
             f"unsupported Content-Type {kind!r}: /invocations takes application/json or text/csv",
         )
-    predictions = run(served, method, rows)
-    values = jsonable(predictions)
-    # the prediction id of /invocations is the request id (the X-Request-ID answered)
-    _count(app, served, predictions, request.id, values if method == "predict" else None)
-    return Response.json(200, {"predictions": values})
+
+    def finish(outcome: Outcome) -> Response:
+        predictions = outcome.results[method]
+        values = jsonable(predictions)
+        # the prediction id of /invocations is the request id (the X-Request-ID answered)
+        recorded = values if method == "predict" else None
+        _count(app, outcome.served, predictions, request.id, recorded)
+        return Response.json(200, {"predictions": values})
+
+    return call(served, rows, (method,), finish)
 
 
 def mlflow_rows(document: Any, served: ServedModel) -> tuple[Any, str]:

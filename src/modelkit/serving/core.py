@@ -21,17 +21,13 @@ configured (:mod:`modelkit.serving.auth`); predictions are recorded for delayed 
 
 from __future__ import annotations
 
-import http
 import logging
 import math
-import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import attrs
 
@@ -51,9 +47,32 @@ from modelkit.serving._http import (
     decode_body,
     dumps,
     gzip_body,
-    make_headers,
 )
-from modelkit.serving.auth import Authentication, AuthOption, Identity, build_authentication
+from modelkit.serving._loading import (
+    DEFAULT_BATCHING,
+    batching_options,
+    check_sources,
+    describe,
+    load_models,
+    open_registry,
+)
+from modelkit.serving._records import (
+    Handler,
+    Request,
+    Response,
+    Route,
+    ServedModel,
+    request_id,
+)
+from modelkit.serving.auth import Authentication, AuthOption, build_authentication
+from modelkit.serving.batching import (
+    AsyncBatcher,
+    BatchOptions,
+    Call,
+    Outcome,
+    ThreadBatcher,
+    Work,
+)
 from modelkit.serving.metrics import CONTENT_TYPE as METRICS_TYPE
 from modelkit.serving.metrics import Metrics
 
@@ -61,11 +80,15 @@ if TYPE_CHECKING:
     from modelkit.model import Model
     from modelkit.registry import Registry
     from modelkit.serving.feedback import PredictionRecorder
+    from modelkit.serving.swap import ModelWatcher
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "STATES",
     "App",
+    "BatchOptions",
+    "Call",
+    "Exchange",
     "HTTPError",
     "Request",
     "Response",
@@ -79,141 +102,31 @@ logger = logging.getLogger("modelkit.serving")
 STATES = ("loading", "ready", "draining", "stopped", "failed")
 """The states of an :class:`App`, in the order it goes through them."""
 
-REQUEST_ID_HEADER = "x-request-id"
-_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")
 _UNMATCHED = "unmatched"
 
 
-# -- records ---------------------------------------------------------------------------------
+@attrs.define(eq=False)
+class Exchange:
+    """One request on its way through :meth:`App.begin`, :meth:`App.complete`, :meth:`App.end`."""
 
-
-def _header_map(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
-    pairs = value.items() if isinstance(value, Mapping) else value
-    return make_headers(pairs)
-
-
-@attrs.frozen
-class Request:
-    """One HTTP request, as an adapter hands it to :meth:`App.handle`.
-
-    ``path`` is the path below the mount point (``/predict``, not ``/ml/predict``), already
-    percent-decoded; ``query`` the raw query string; ``headers`` a mapping or pairs (names
-    are lower-cased, repeated headers joined with ``", "``); ``body`` the raw body bytes,
-    still content-encoded. ``id`` is set by :meth:`App.handle` unless given (the client's
-    ``X-Request-ID`` when it sent a usable one, else a new uuid4 hex), and so is
-    ``identity``: who sent the request, when it was authenticated.
-    """
-
-    method: str
-    path: str
-    query: str = ""
-    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_header_map)
-    body: bytes | bytearray = b""
-    id: str = ""
-    identity: Identity | None = None
-
-    def param(self, name: str) -> str | None:
-        """The first value of query parameter ``name``, or ``None``."""
-        values = parse_qs(self.query, keep_blank_values=True).get(name)
-        return values[0] if values else None
-
-
-def _pairs(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    return tuple(value)
-
-
-@attrs.frozen
-class Response:
-    """An HTTP response: status, header pairs and body bytes."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        """The value of header ``name`` (case-insensitive), or ``None``."""
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
+    request: Request
+    started: float
+    template: str = _UNMATCHED
+    label: str = ""
+    timeout: float | None = None
+    decoded: float = 0.0
+    work: Work | None = None
+    response: Response | None = None
 
     @property
-    def reason(self) -> str:
-        """The status line's reason phrase (``"OK"``, ``"Not Found"``…)."""
-        try:
-            return http.HTTPStatus(self.status).phrase
-        except ValueError:
-            return "Unknown"
-
-    @classmethod
-    def json(cls, status: int, document: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
-        """A JSON response (numpy values are converted, NaN and ±inf become ``null``)."""
-        return cls(status, (("content-type", JSON_TYPE), *headers), dumps(document))
-
-    @classmethod
-    def text(
-        cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8"
-    ) -> Response:
-        """A plain-text response."""
-        return cls(status, (("content-type", content_type),), text.encode())
-
-    @classmethod
-    def error(cls, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
-        """The error shape of every route: ``{"error": message}``."""
-        return cls.json(status, {"error": message}, headers)
-
-
-@attrs.frozen
-class ServedModel:
-    """A model as served: its name, version, origin and load time.
-
-    ``version`` is the registry version as a string (``"3"``), or ``None`` for a model
-    passed in-process: such a model has no version on the wire (``null`` in JSON, absent
-    where the protocol makes it optional, and every ``/versions/{v}`` path is a 404).
-    """
-
-    name: str
-    model: Model
-    version: str | None = None
-    uri: str | None = None
-    sha256: str | None = None
-    load_seconds: float = 0.0
-
-
-Handler = Callable[["App", Request, Mapping[str, str]], Response]
-
-
-def _pattern(template: str) -> re.Pattern[str]:
-    parts = re.split(r"\{(\w+)\}", template)
-    regex = "".join(
-        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
-    )
-    return re.compile(regex + r"\Z")
-
-
-@attrs.frozen
-class Route:
-    """One route: method, path template (``/v2/models/{name}/infer``) and handler.
-
-    ``models`` routes need the models loaded: they answer 503 (with ``Retry-After``) unless
-    the application is ready.
-    """
-
-    method: str
-    template: str
-    handler: Handler = attrs.field(repr=False, eq=False)
-    summary: str = ""
-    models: bool = False
-    pattern: re.Pattern[str] = attrs.field(init=False, repr=False, eq=False)
-
-    def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "pattern", _pattern(self.template))
+    def head(self) -> bool:
+        """Whether the request is a HEAD (answered like GET, without a body)."""
+        return self.request.method == "HEAD"
 
 
 def default_routes() -> tuple[Route, ...]:
     """Every route modelkit serves: health, metrics, OpenAPI, the three protocols, feedback."""
-    from modelkit.serving import _v2, codecs, feedback
+    from modelkit.serving import _v2, codecs, feedback, swap
 
     def get(template: str, handler: Handler, summary: str, *, models: bool = False) -> Route:
         return Route("GET", template, handler, summary, models)
@@ -255,6 +168,12 @@ def default_routes() -> tuple[Route, ...]:
             "Open Inference Protocol: inference (one version)",
         ),
         post("/feedback", feedback.feedback, "Delayed labels for earlier predictions, by id"),
+        Route(
+            "POST",
+            "/admin/reload",
+            swap.reload,
+            "Load the versions the served aliases now point to, and swap them in",
+        ),
     )
 
 
@@ -284,6 +203,16 @@ class App:
     ``feedback`` records every prediction id in the registry's database for ``POST
     /feedback``, keeping records ``feedback_retention_days`` days (``None``: forever); it
     needs a registry: registry URIs among the models, or an explicit ``registry``.
+
+    Requests are micro-batched (:mod:`modelkit.serving.batching`): ``batching`` is ``True``
+    (the default :class:`BatchOptions`), ``False`` (each request computed alone), a
+    :class:`BatchOptions`, or a mapping of model name (``"*"`` for the others) to either.
+    Every computed response carries a ``Server-Timing`` header (queue, batch, model, codec).
+
+    Models served from a registry alias (``"churn@production"``) follow it: every ``watch``
+    seconds (``None``: only when asked, by ``SIGHUP`` or ``POST /admin/reload``) the alias is
+    resolved again and, when it has moved, the new version is loaded, verified and warmed up
+    in the background, then swapped in atomically (see :mod:`modelkit.serving.swap`).
     """
 
     sources: tuple[tuple[str | None, Model | str], ...]
@@ -306,6 +235,14 @@ class App:
     feedback_retention_days: float | None
     recorder: PredictionRecorder | None
     request_timeout: float | None
+    watch: float | None
+    watcher: ModelWatcher | None
+    batching: BatchOptions | Mapping[str, BatchOptions]
+    _arriving: int
+    _drain_began: float = attrs.field(init=False, default=math.inf)
+    _static: dict[tuple[str, str], Route] = attrs.field(init=False)
+    thread_batcher: ThreadBatcher = attrs.field(init=False)
+    async_batcher: AsyncBatcher = attrs.field(init=False)
 
     def __init__(
         self,
@@ -320,6 +257,8 @@ class App:
         feedback: bool = True,
         feedback_retention_days: float | None = 30.0,
         request_timeout: float | None = None,
+        watch: float | None = None,
+        batching: bool | BatchOptions | Mapping[str, bool | BatchOptions] = True,
         **named: Model | str,
     ) -> None:
         """Check the model list and the options; nothing is loaded until :meth:`start`.
@@ -328,7 +267,7 @@ class App:
         not configured, a key file that cannot be read) raises
         :class:`~modelkit.exceptions.ServingError` here.
         """
-        sources = _sources(models, named)
+        sources = check_sources(models, named)
         if max_body_size < 1:
             raise ServingError(
                 f"max_body_size must be a positive number of bytes, got {max_body_size}"
@@ -342,6 +281,11 @@ class App:
             raise ServingError(
                 f"request_timeout must be a positive number of seconds or None, got "
                 f"{request_timeout!r}"
+            )
+        if watch is not None and not watch > 0:
+            raise ServingError(
+                f"watch must be a positive number of seconds between registry polls or None, "
+                f"got {watch!r}"
             )
         routes = default_routes()
         authentication = build_authentication(
@@ -368,7 +312,16 @@ class App:
             feedback_retention_days,
             None,
             None if request_timeout is None else float(request_timeout),
+            None if watch is None else float(watch),
+            None,
+            batching_options(batching),
+            0,
         )
+        self._static = {
+            (route.method, route.template): route for route in routes if "{" not in route.template
+        }
+        self.thread_batcher = ThreadBatcher(self, self.batch_options)
+        self.async_batcher = AsyncBatcher(self, self.batch_options)
 
     def __repr__(self) -> str:
         """``App(state='ready', models=['seed', 'churn'])``."""
@@ -416,7 +369,7 @@ class App:
             opened: Registry | None = None
             try:
                 opened = self._feedback_registry()
-                served = _load(self.sources, self.registry if opened is None else opened)
+                served = load_models(self.sources, self.registry if opened is None else opened)
             except BaseException as exc:
                 self._state, self._error = "failed", f"{type(exc).__name__}: {exc}"
                 if opened is not None and opened is not self.registry:
@@ -436,13 +389,51 @@ class App:
             self._state = "ready"
             self._cache.clear()
             self.metrics.set_ready(True)
-        logger.info("serving %s", ", ".join(_describe(m) for m in served.values()))
+            if any(isinstance(item, str) for _, item in self.sources):
+                from modelkit.serving.swap import ModelWatcher
+
+                self.watcher = ModelWatcher(self, interval=self.watch)
+                self.watcher.start()
+        logger.info("serving %s", ", ".join(describe(m) for m in served.values()))
+
+    def swap(self, served: ServedModel) -> ServedModel:
+        """Serve ``served`` in place of the model of the same name; return the one replaced.
+
+        Atomic: a request (or a batch of requests) computed before the swap is answered by
+        the old model entirely, one after it by the new one entirely, and every response
+        names the version that computed it. Raises
+        :class:`~modelkit.exceptions.NotFoundError` for a name that is not served here.
+        """
+        with self._cond:
+            old = self._models.get(served.name)
+            if old is None:
+                known = ", ".join(repr(n) for n in self._models)
+                raise NotFoundError(
+                    f"cannot swap {served.name!r}: no model of that name is served here "
+                    f"(serving: {known})"
+                )
+            if served.model.name != served.name:
+                served = attrs.evolve(served, model=attrs.evolve(served.model, name=served.name))
+            models = dict(self._models)
+            models[served.name] = served
+            self._models = models  # one reference assignment: readers see old or new
+            self._cache.clear()
+        self.metrics.describe_model(
+            served.name,
+            version=served.version,
+            uri=served.uri,
+            sha256=served.sha256,
+            load_seconds=served.load_seconds,
+        )
+        logger.info("now serving %s in place of %s", describe(served), describe(old))
+        return old
 
     def begin_drain(self) -> None:
         """Stop accepting predictions (readiness turns 503); requests in flight go on."""
         with self._cond:
             if self._state in {"loading", "ready"}:
                 self._state = "draining"
+                self._drain_began = time.perf_counter()
             self.metrics.set_ready(False)
 
     def drain(self, timeout: float | None = None) -> bool:
@@ -459,6 +450,10 @@ class App:
                 self._state = "stopped"
         if not done:
             logger.warning("stopped with %d requests still in flight", self._in_flight)
+        if self.watcher is not None and self._state == "stopped":
+            self.watcher.stop()
+        if self._state == "stopped":
+            self.async_batcher.close()
         if self.recorder is not None and self._state == "stopped":
             self.recorder.close(timeout=limit)
         return done
@@ -490,49 +485,160 @@ class App:
             413, f"request body is larger than {self.max_body_size} bytes (the server's limit)"
         )
 
-    def handle(self, request: Request, *, error: HTTPError | None = None) -> Response:
+    def handle(
+        self,
+        request: Request,
+        *,
+        error: HTTPError | None = None,
+        accepted: float | None = None,
+    ) -> Response:
         """Answer one request; never raises.
 
         ``error`` is a failure the adapter already found (a body over the limit, a broken
-        upload): the request is routed, then answered with that error.
+        upload): the request is routed, then answered with that error. ``accepted`` is when
+        the server accepted the request's connection (``time.perf_counter()``), if it
+        knows: a request accepted before a drain began is still answered during the drain.
+        Model work is computed in this thread, batched with the other threads' requests.
         """
-        started = time.perf_counter()
-        request = attrs.evolve(request, id=request.id or _request_id(request.headers))
-        head = request.method == "HEAD"
-        template, label = _UNMATCHED, ""
+        exchange = self.begin(request, error=error, accepted=accepted)
+        work = exchange.work
+        if work is not None:
+            try:
+                outcome: Outcome | BaseException = self.thread_batcher.run(work)
+            except Exception as exc:
+                outcome = exc
+            self.complete(exchange, outcome)
+        return self.end(exchange)
+
+    def begin(
+        self,
+        request: Request,
+        *,
+        error: HTTPError | None = None,
+        accepted: float | None = None,
+    ) -> Exchange:
+        """Route, authenticate and decode ``request``: the first half of :meth:`handle`.
+
+        The exchange holds the response, or the :class:`~modelkit.serving.batching.Work` to
+        compute first (then :meth:`complete`); :meth:`end` must follow in every case.
+        Adapters that batch asynchronously call these three instead of :meth:`handle`.
+        """
+        if not request.id:
+            request = attrs.evolve(request, id=request_id(request.headers))
+        exchange = Exchange(request, time.perf_counter())
+        request = exchange.request
         with self._cond:
             self._in_flight += 1
-        self.metrics.enter()
+            self._arriving += 1
         try:
-            try:
-                route, params = self._match("GET" if head else request.method, request.path)
-                template = route.template
-                label = self._label(route, params, request)
-                if self.authentication.protects(template):
-                    identity = self.authentication.check(request)
-                    request = attrs.evolve(request, identity=identity)
-                if error is not None:
-                    raise error
-                if route.models:
-                    self._require_ready()
-                if route.method == "POST":
-                    body = decode_body(request.body, request.headers, self.max_body_size)
+            route, params = self._match("GET" if exchange.head else request.method, request.path)
+            exchange.template = route.template
+            exchange.label = self._label(route, params, request)
+            if self.authentication.protects(route.template):
+                request = attrs.evolve(request, identity=self.authentication.check(request))
+            if error is not None:
+                raise error
+            if route.models:
+                self._require_ready(accepted)
+            if route.method == "POST":
+                body = decode_body(request.body, request.headers, self.max_body_size)
+                if body is not request.body:
                     request = attrs.evolve(request, body=body)
-                timeout = self.deadline(request) if route.method == "POST" else None
-                response = route.handler(self, request, params)
-                if timeout is not None and time.perf_counter() - started > timeout:
-                    raise self.deadline_exceeded(timeout)
-            except Exception as exc:  # every failure becomes an error response
-                response = self._failure(exc, request)
-            response = self._finish(response, request, head=head)
+                exchange.timeout = self.deadline(request)
+            exchange.request = request
+            result = route.handler(self, request, params)
+        except Exception as exc:  # every failure becomes an error response
+            result = self._failure(exc, request)
+        finally:
+            with self._cond:
+                self._arriving -= 1
+        exchange.decoded = time.perf_counter()
+        if isinstance(result, Call):
+            timeout = exchange.timeout
+            deadline = None if timeout is None else exchange.started + timeout
+            exchange.work = Work(result, deadline, timeout)
+        else:
+            exchange.response = result
+        return exchange
+
+    def complete(self, exchange: Exchange, outcome: Outcome | BaseException) -> None:
+        """Turn the outcome of the exchange's work (or its failure) into its response."""
+        assert exchange.work is not None
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            response = exchange.work.call.finish(outcome)
+            timeout = exchange.timeout
+            if timeout is not None and time.perf_counter() - exchange.started > timeout:
+                raise self.deadline_exceeded(timeout)
+        except Exception as exc:
+            response = self._failure(exc, exchange.request)
+        exchange.response = response
+
+    def end(self, exchange: Exchange) -> Response:
+        """Finish the response (encoding, headers, timings), count it, release the request."""
+        request = exchange.request
+        try:
+            response = exchange.response
+            if response is None:  # pragma: no cover - begin/complete always set one
+                response = Response.error(500, "the request was not answered")
+            stages = self._stages(exchange)
+            extra = () if stages is None else [("server-timing", _server_timing(stages, exchange))]
+            response = self._finish(response, request, head=exchange.head, extra=extra)
         finally:
             with self._cond:
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._cond.notify_all()
-            self.metrics.leave()
-        self.metrics.observe(template, label, response.status, time.perf_counter() - started)
+        work = exchange.work
+        self.metrics.observe(
+            exchange.template,
+            exchange.label,
+            response.status,
+            time.perf_counter() - exchange.started,
+            stages=stages,
+            batch_size=0 if work is None else work.batch_size,
+        )
         return response
+
+    @staticmethod
+    def _stages(exchange: Exchange) -> dict[str, float] | None:
+        """Where a computed request's time went: queue, batch, model, codec (seconds)."""
+        work = exchange.work
+        if work is None or work.started_at is None:
+            return None
+        queue, batch, model = work.queue_seconds, work.batch_seconds, work.model_seconds
+        total = time.perf_counter() - exchange.started
+        codec = max(0.0, total - queue - batch - model)
+        return {"queue": queue, "batch": batch, "model": model, "codec": codec}
+
+    def serving(self, name: str) -> ServedModel:
+        """The model served as ``name`` right now (what a batch computes with)."""
+        served = self._models.get(name)
+        if served is None:
+            raise HTTPError(404, f"no model named {name!r} is served here")
+        return served
+
+    @property
+    def arriving(self) -> int:
+        """Requests between arrival and their call's queue: more batch work on its way."""
+        return self._arriving
+
+    def overloaded(self) -> HTTPError:
+        """The 503 for a request whose model's queue is full."""
+        return HTTPError(
+            503,
+            "the server is overloaded: too many requests are waiting for this model; retry "
+            "shortly (see Retry-After)",
+            headers=[("retry-after", str(self.retry_after))],
+        )
+
+    def batch_options(self, name: str) -> BatchOptions:
+        """How requests for model ``name`` are batched."""
+        options = self.batching
+        if isinstance(options, BatchOptions):
+            return options
+        return options.get(name) or options.get("*") or DEFAULT_BATCHING
 
     def deadline(self, request: Request) -> float | None:
         """Seconds ``request`` may take: the smaller of ``request_timeout`` and the client's
@@ -632,9 +738,12 @@ class App:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _require_ready(self) -> None:
-        if self._state != "ready":
-            raise self.unavailable()
+    def _require_ready(self, accepted: float | None = None) -> None:
+        if self._state == "ready":
+            return
+        if self._state == "draining" and accepted is not None and accepted < self._drain_began:
+            return  # its connection was accepted before the drain: it is answered
+        raise self.unavailable()
 
     def _make_recorder(self, opened: Registry) -> PredictionRecorder:
         """A recorder writing through ``opened``, or through its own connections to it.
@@ -663,9 +772,12 @@ class App:
             return None
         if self.registry is None and all(not isinstance(item, str) for _, item in self.sources):
             return None
-        return _open_registry(self.registry)
+        return open_registry(self.registry)
 
     def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        route = self._static.get((method, path))
+        if route is not None:  # most requests: a path without parameters
+            return route, {}
         allowed: list[str] = []
         for route in self.routes:
             found = route.pattern.match(path)
@@ -709,8 +821,16 @@ class App:
             "the server log has the details",
         )
 
-    def _finish(self, response: Response, request: Request, *, head: bool) -> Response:
+    def _finish(
+        self,
+        response: Response,
+        request: Request,
+        *,
+        head: bool,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> Response:
         headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
+        headers.extend(extra)
         body = response.body
         limit = self.compress_min_size
         if (
@@ -725,101 +845,13 @@ class App:
         return Response(response.status, headers, b"" if head else body)
 
 
-# -- building and loading --------------------------------------------------------------------
-
-
-def _sources(
-    models: tuple[Any, ...], named: Mapping[str, Any]
-) -> tuple[tuple[str | None, Model | str], ...]:
-    from modelkit.model import Model
-
-    items: list[tuple[str | None, Any]] = []
-    for item in models:
-        if isinstance(item, Mapping):
-            items.extend(item.items())
-        else:
-            items.append((None, item))
-    items.extend(named.items())
-    if not items:
-        raise ServingError("serve at least one model: pass a Model or a registry URI")
-    for name, item in items:
-        if name is not None and (not isinstance(name, str) or not name or "/" in name):
-            raise ServingError(
-                f"a served model name must be a non-empty string without '/', got {name!r}"
-            )
-        if isinstance(item, Model):
-            if name is None and not item.name:
-                raise ServingError(
-                    "a Model served without a name: build it with Model.wrap(..., name='churn') "
-                    "or pass it as churn=model"
-                )
-        elif not isinstance(item, str) or not item:
-            raise UnsupportedModelError(
-                f"cannot serve a {type(item).__name__}: pass a modelkit Model or a registry URI "
-                "such as 'churn@production' (wrap an estimator with Model.wrap)"
-            )
-    return tuple(items)
-
-
-def _load(
-    sources: tuple[tuple[str | None, Model | str], ...], registry: Registry | str | None
-) -> dict[str, ServedModel]:
-    from modelkit.model import Model
-
-    served: dict[str, ServedModel] = {}
-    opened: Registry | None = None
-    try:
-        for name, item in sources:
-            started = time.perf_counter()
-            if isinstance(item, Model):
-                entry = ServedModel(name=name or str(item.name), model=item)
-            else:
-                if opened is None:
-                    opened = _open_registry(registry)
-                found = opened.resolve(item)
-                # load the exact version resolved, even if an alias moves meanwhile
-                model = opened.load(f"models:/{found.name}/{found.version}")
-                entry = ServedModel(
-                    name=name or found.name,
-                    model=model,
-                    version=str(found.version),
-                    uri=item,
-                    sha256=found.artifact_sha256,
-                    load_seconds=time.perf_counter() - started,
-                )
-            if entry.name in served:
-                raise ServingError(
-                    f"two served models are named {entry.name!r}; give one another name "
-                    f"(e.g. {entry.name}_2=...)"
-                )
-            if entry.model.name != entry.name:
-                entry = attrs.evolve(entry, model=attrs.evolve(entry.model, name=entry.name))
-            served[entry.name] = entry
-    finally:
-        if opened is not None and opened is not registry:
-            opened.close()
-    return served
-
-
-def _open_registry(registry: Registry | str | None) -> Registry:
-    from modelkit.registry import Registry
-
-    if isinstance(registry, Registry):
-        return registry
-    return Registry(registry)
-
-
-def _describe(entry: ServedModel) -> str:
-    version = "unversioned" if entry.version is None else f"version {entry.version}"
-    origin = f" from {entry.uri}" if entry.uri else ""
-    return f"{entry.name!r} ({version}{origin})"
-
-
-def _request_id(headers: Mapping[str, str]) -> str:
-    given = headers.get(REQUEST_ID_HEADER)
-    if given is not None and _REQUEST_ID.fullmatch(given):
-        return given
-    return uuid.uuid4().hex
+def _server_timing(stages: dict[str, float], exchange: Exchange) -> str:
+    size = 0 if exchange.work is None else exchange.work.batch_size
+    return (
+        f"queue;dur={stages['queue'] * 1000:.3f}, "
+        f'batch;dur={stages["batch"] * 1000:.3f};desc="{size} requests", '
+        f"model;dur={stages['model'] * 1000:.3f}, codec;dur={stages['codec'] * 1000:.3f}"
+    )
 
 
 # -- the core's own routes -------------------------------------------------------------------
@@ -837,6 +869,8 @@ def _readyz(app: App, request: Request, params: Mapping[str, str]) -> Response:
 
 
 def _metrics(app: App, request: Request, params: Mapping[str, str]) -> Response:
+    app.metrics.queued = app.thread_batcher.waiting + app.async_batcher.waiting
+    app.metrics.in_flight = app.in_flight
     return Response.text(200, app.metrics.render(), METRICS_TYPE)
 
 

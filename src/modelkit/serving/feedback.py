@@ -63,6 +63,8 @@ MAX_RECORDED_OUTPUTS = 10_000
 """Predictions of more rows are recorded without their outputs (ids and counts only)."""
 
 _IDLE_EXIT = 10.0  # seconds the writer thread waits for work before it exits
+_FLUSH_SECONDS = 0.25  # longest a record waits to be written together with the next ones
+_FLUSH_ROWS = 4096  # rows that make the writer write at once
 _PRUNE_EVERY = 3600.0  # seconds between two prunings
 _WARN_EVERY = 60.0  # seconds between two warnings about the same trouble
 
@@ -71,7 +73,9 @@ class PredictionRecorder:
     """Writes prediction records to a registry from one background thread.
 
     :meth:`record` never blocks and never raises. The writer thread starts with the first
-    record, writes whatever is queued in one transaction, prunes records older than
+    record, writes what is queued in one transaction (gathering records for at most a quarter
+    of a second, so that a busy server commits a few times a second, not once per request),
+    prunes records older than
     ``retention`` (``None``: keep everything) at most once an hour, and exits after a few
     idle seconds (the next record starts it again). ``owns_registry``: :meth:`close` also
     closes the registry.
@@ -102,6 +106,7 @@ class PredictionRecorder:
         self._done = 0  # records written or given up
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._urgent = False  # flush() waits: write now
         self._last_prune = -_PRUNE_EVERY
         self._last_warning: dict[str, float] = {}
 
@@ -156,7 +161,8 @@ class PredictionRecorder:
                         target=self._run, name="modelkit-prediction-recorder", daemon=True
                     )
                     self._thread.start()
-                self._cond.notify_all()
+                if len(self._queue) == 1 or self._pending_rows >= _FLUSH_ROWS:
+                    self._cond.notify_all()  # not on every record: the writer gathers them
             return True
         except Exception as exc:  # a prediction must never fail because of recording
             self._warn("record", "could not queue a prediction record: %s", exc)
@@ -166,6 +172,7 @@ class PredictionRecorder:
         """Wait until every record queued so far is written (or given up); ``False`` on timeout."""
         with self._cond:
             target = self._queued
+            self._urgent = True
             self._cond.notify_all()
             return self._cond.wait_for(lambda: self._done >= target, timeout=timeout)
 
@@ -195,6 +202,9 @@ class PredictionRecorder:
             with self._cond:
                 if not self._queue and not self._closed:
                     self._cond.wait_for(lambda: bool(self._queue) or self._closed, _IDLE_EXIT)
+                if self._queue and not self._closed:  # gather the records that follow
+                    self._cond.wait_for(self._write_now, _FLUSH_SECONDS)
+                self._urgent = False
                 if not self._queue:
                     if self._thread is threading.current_thread():
                         self._thread = None
@@ -207,6 +217,9 @@ class PredictionRecorder:
                 self._done += len(batch)
                 self._cond.notify_all()
             self._maybe_prune()
+
+    def _write_now(self) -> bool:
+        return self._closed or self._urgent or self._pending_rows >= _FLUSH_ROWS
 
     def _write(self, batch: list[_Pending]) -> None:
         try:

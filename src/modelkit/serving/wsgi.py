@@ -15,14 +15,19 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from modelkit.serving._http import HTTPError
+from modelkit.serving._records import request_id
 from modelkit.serving.core import App, Request
 
 if TYPE_CHECKING:
     from modelkit.model import Model
 
-__all__ = ["WSGIApp", "wsgi_app"]
+__all__ = ["ACCEPTED_KEY", "WSGIApp", "wsgi_app"]
 
 StartResponse = Callable[..., Any]
+
+ACCEPTED_KEY = "modelkit.accepted"
+"""The WSGI environ key where a server puts when it accepted the request's connection
+(``time.perf_counter()``): such a request is answered even if a drain began since."""
 
 _CHUNK = 1 << 16
 
@@ -60,8 +65,9 @@ class WSGIApp:
             environ.get("QUERY_STRING", ""),
             headers,
             body,
+            request_id(headers),
         )
-        response = app.handle(request, error=error)
+        response = app.handle(request, error=error, accepted=environ.get(ACCEPTED_KEY))
         start_response(f"{response.status} {response.reason}", list(response.headers))
         return [response.body]
 

@@ -17,9 +17,11 @@ from modelkit.serving._http import (
     decode_body,
     dumps,
     gzip_body,
+    json_body,
     jsonable,
     make_headers,
     media_type,
+    new_id,
 )
 
 
@@ -110,3 +112,65 @@ def test_float64_survives_json_exactly(values: list[float]) -> None:
     array = np.array(values, dtype=np.float64)
     back = np.array(json.loads(dumps(jsonable(array))), dtype=np.float64)
     assert back.tobytes() == array.tobytes()
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**60, max_value=2**80).map(lambda n: -n if n % 2 else n)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(document=JSON_VALUES, spaced=st.booleans())
+def test_every_document_means_the_same_whichever_parser_reads_it(
+    document: object, spaced: bool
+) -> None:
+    separators = (", ", ": ") if spaced else (",", ":")
+    body = json.dumps(document, separators=separators).encode()
+    parsed = json_body(body)
+    assert json.dumps(parsed) == json.dumps(json.loads(body))  # ints stay ints, exactly
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"[1180591620717411303424]", [1180591620717411303424]),
+        (b'{"a": -11805916207174113034}', {"a": -11805916207174113034}),
+        (b"[0.00000000000000000000001, 3]", [1e-23, 3]),
+        (b"[NaN, Infinity]", None),
+    ],
+)
+def test_long_integers_and_nan_literals_parse_as_pythons_json_does(
+    body: bytes, expected: object
+) -> None:
+    parsed = json_body(body)
+    if expected is None:
+        assert json.dumps(parsed) == "[NaN, Infinity]"
+    else:
+        assert parsed == expected
+
+
+def test_ids_are_distinct_version_4_uuids_also_across_a_fork() -> None:
+    import os
+    import uuid
+
+    ids = [new_id() for _ in range(2000)]  # several buffers of random bytes
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).hex == i for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child != new_id()  # the child drew its own bytes, not the parent's next ones

@@ -612,3 +612,10 @@ def test_every_protocol_returns_what_predict_returns(seed_model: Model, X: np.nd
         json={"inputs": [tensor("x", X)], "outputs": [{"name": "predict_proba"}]},
     )
     assert outputs_of(v2.json())["predict_proba"].tolist() == expected
+
+
+def test_a_shape_too_large_to_describe_is_a_400_even_when_empty(client: Client) -> None:
+    spec = {"name": "x", "shape": [0, 2**40, 2**30], "datatype": "FP64", "data": []}
+    response = client.post("/v2/models/seed/infer", json={"inputs": [spec]})
+    assert response.status_code == 400, response.text
+    assert "is too large" in error_of(response)

@@ -50,6 +50,7 @@ ROUTES = {
     ("POST", "/v2/models/{name}/infer"),
     ("POST", "/v2/models/{name}/versions/{version}/infer"),
     ("POST", "/feedback"),
+    ("POST", "/admin/reload"),
 }
 
 
