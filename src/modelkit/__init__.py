@@ -21,6 +21,7 @@ from modelkit.exceptions import (
 )
 from modelkit.hookspecs import hookimpl
 from modelkit.model import Model
+from modelkit.monitoring import Monitor
 from modelkit.registry import Registry
 from modelkit.servers import Server
 from modelkit.serving import asgi_app, wsgi_app
@@ -37,6 +38,7 @@ __all__ = [
     "Model",
     "ModelkitError",
     "ModelkitWarning",
+    "Monitor",
     "NotFoundError",
     "Profile",
     "Registry",

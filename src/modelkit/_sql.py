@@ -15,6 +15,7 @@ Schema (every table prefixed ``modelkit_``)::
     runs         id (uuid4 hex), name, status, times, JSON params/metrics/cv_scores/tags, ...
     predictions  served predictions by id: model name and version, time, rows, JSON outputs
     feedback     prediction id (FK) -> JSON labels, received_at; one row per prediction
+    alerts       monitoring alerts: identity id, model name and version, kind, time, JSON
 
 Concurrency: a write transaction locks the model's row first (SQLite: ``BEGIN IMMEDIATE``
 serialises writers; PostgreSQL: ``SELECT … FOR UPDATE``), and a new version's number comes
@@ -45,6 +46,7 @@ import attrs
 
 from modelkit.exceptions import NotFoundError, RegistryError, UsageError
 from modelkit.registry import (
+    Alert,
     AliasEvent,
     Feedback,
     ModelVersion,
@@ -232,9 +234,29 @@ def _create_v2(tx: Tx) -> None:
         tx.execute(tx.backend.ddl(statement))
 
 
+_V3_TABLES = (
+    """CREATE TABLE modelkit_alerts (
+        id {serial},
+        name TEXT NOT NULL,
+        version INTEGER,
+        kind TEXT NOT NULL CHECK (kind IN ('drift', 'performance', 'health')),
+        at {timestamp} NOT NULL,
+        details {json} NOT NULL
+    )""",
+    "CREATE INDEX modelkit_alerts_by_name ON modelkit_alerts (name, at)",
+    "CREATE INDEX modelkit_alerts_by_time ON modelkit_alerts (at)",
+)
+
+
+def _create_v3(tx: Tx) -> None:
+    for statement in _V3_TABLES:
+        tx.execute(tx.backend.ddl(statement))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "models, versions, aliases, append-only alias events, runs", _create_v1),
     Migration(2, "served predictions and their delayed labels (feedback)", _create_v2),
+    Migration(3, "monitoring alerts (drift, performance, health)", _create_v3),
 )
 """Every schema step, in order; the last one's version is :data:`SCHEMA_VERSION`."""
 
@@ -254,6 +276,7 @@ _R_COLS = (
 )
 _P_COLS = "id, name, version, at, n_rows, outputs"
 _F_COLS = "p.id, p.name, p.version, p.at, f.received_at, p.n_rows, p.outputs, f.labels"
+_A_COLS = "id, name, version, kind, at, details"
 _IN_CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit
 
 
@@ -1078,3 +1101,60 @@ class SQLBackend:
             )
             removed = tx.execute("DELETE FROM modelkit_predictions WHERE at < ?", (cutoff,))
             return max(int(removed.rowcount), 0)
+
+    # -- monitoring alerts -----------------------------------------------------------------
+
+    def _alert(self, row: Sequence[Any]) -> Alert:
+        return Alert(
+            id=int(row[0]),
+            name=row[1],
+            version=None if row[2] is None else int(row[2]),
+            kind=row[3],
+            at=self.from_db_time(row[4]),
+            details=self.from_db_json(row[5]),
+        )
+
+    def record_alert(self, alert: Alert) -> Alert:
+        """See :meth:`modelkit.registry.RegistryBackend.record_alert`."""
+        with self.transaction(write=True) as tx:
+            row = tx.one(
+                "INSERT INTO modelkit_alerts (name, version, kind, at, details) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (
+                    alert.name,
+                    alert.version,
+                    alert.kind,
+                    self.to_db_time(alert.at),
+                    self.to_db_json(dict(alert.details)),
+                ),
+            )
+        assert row is not None
+        return attrs.evolve(alert, id=int(row[0]))
+
+    def list_alerts(
+        self,
+        name: str | None,
+        kind: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int | None,
+    ) -> list[Alert]:
+        """See :meth:`modelkit.registry.RegistryBackend.list_alerts`."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("name = ?", name),
+            ("kind = ?", kind),
+            ("at >= ?", None if since is None else self.to_db_time(since)),
+            ("at < ?", None if until is None else self.to_db_time(until)),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        query = f"SELECT {_A_COLS} FROM modelkit_alerts {where}ORDER BY id DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        with self.transaction(write=False) as tx:
+            return [self._alert(row) for row in tx.all(query, params)]

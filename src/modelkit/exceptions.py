@@ -21,6 +21,7 @@ Each error also subclasses the builtin exception a caller would naturally catch,
 
     ModelkitWarning(UserWarning)
     ├── HookFailedWarning                            an event hook raised; the work went on
+    ├── MonitoringWarning                            a monitor failed on a batch; serving went on
     └── VersionMismatchWarning                       saved under other library versions
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelkitError",
     "ModelkitWarning",
+    "MonitoringWarning",
     "NotFoundError",
     "PluginError",
     "RegistryError",
@@ -131,6 +133,11 @@ class ModelkitWarning(UserWarning):
 
 class HookFailedWarning(ModelkitWarning):
     """An event hook raised; the hook was skipped and the operation went on."""
+
+
+class MonitoringWarning(ModelkitWarning):
+    """A monitor failed on a batch, or dropped batches it could not keep up with; the
+    predictions were unaffected."""
 
 
 class VersionMismatchWarning(ModelkitWarning):

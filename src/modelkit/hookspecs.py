@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from modelkit.artifact import Artifact
     from modelkit.cli import Command
     from modelkit.model import Model
+    from modelkit.monitoring import DriftReport, Monitor
+    from modelkit.monitoring.health import HealthAlert
+    from modelkit.monitoring.performance import PerformanceReport
     from modelkit.registry import AliasEvent, ModelVersion, Registry, RegistryBackend
     from modelkit.servers import Server
     from modelkit.serving.auth import AuthenticatorFactory
@@ -203,6 +206,53 @@ def on_alias_changed(registry: Registry, event: AliasEvent) -> None:
 
     *Arguments*: ``registry`` the registry; ``event`` the
     :class:`~modelkit.registry.AliasEvent` (old and new version, time, actor, reason).
+
+    *Return*: ignored.
+    """
+
+
+# -- monitoring: alerts -------------------------------------------------------------------
+
+
+@hookspec
+def on_drift(monitor: Monitor, report: DriftReport) -> None:
+    """Observe a drift alert.
+
+    *Called*: when a monitor's window closes with a ``"drift"`` verdict (in the thread that
+    observed the batch that closed it), after the alert was stored in the registry if the
+    monitor has one.
+
+    *Arguments*: ``monitor`` the :class:`~modelkit.Monitor` (``monitor.name`` is the model);
+    ``report`` the :class:`~modelkit.monitoring.DriftReport`, features ranked most drifted
+    first.
+
+    *Return*: ignored. Retraining policies subscribe here.
+    """
+
+
+@hookspec
+def on_performance_drop(monitor: Monitor | None, report: PerformanceReport) -> None:
+    """Observe a performance alert: a metric is confidently worse than its baseline.
+
+    *Called*: when a :class:`~modelkit.monitoring.PerformanceTracker` check finds a drop.
+
+    *Arguments*: ``monitor`` the monitor the tracker belongs to, or ``None``; ``report`` the
+    :class:`~modelkit.monitoring.performance.PerformanceReport` (metric, baseline, window
+    value and its confidence interval).
+
+    *Return*: ignored.
+    """
+
+
+@hookspec
+def on_health_alert(alert: HealthAlert) -> None:
+    """Observe a service-level alert (latency, error rate, queue depth above its limit).
+
+    *Called*: when a :class:`~modelkit.monitoring.HealthTracker` check finds a rule broken
+    (once per rule until it recovers).
+
+    *Arguments*: ``alert`` the :class:`~modelkit.monitoring.health.HealthAlert`: rule, model,
+    observed value, limit, window.
 
     *Return*: ignored.
     """

@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from modelkit.stores import ArtifactStore
 
 __all__ = [
+    "ALERT_KINDS",
+    "Alert",
     "AliasEvent",
     "Feedback",
     "ModelRef",
@@ -93,6 +95,8 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 MAX_PREDICTION_ID = 200
 """Longest prediction id recorded, in characters."""
+ALERT_KINDS = ("drift", "performance", "health")
+"""What an :class:`Alert` is about."""
 
 
 # -- names and URIs -------------------------------------------------------------------------
@@ -387,6 +391,39 @@ class Feedback:
         return _record_dict(self)
 
 
+def _alert_details(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise UsageError(f"alert details must be a mapping, got {type(value).__name__}")
+    try:
+        return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(
+            f"alert details must be JSON-compatible (no NaN or infinity): {exc}"
+        ) from exc
+
+
+@attrs.frozen(kw_only=True)
+class Alert:
+    """A monitoring alert kept in the registry's database, so that history survives restarts.
+
+    ``kind`` is ``"drift"``, ``"performance"`` or ``"health"``; ``name`` and ``version`` the
+    model (``version`` ``None`` when unknown); ``at`` when it was raised; ``details`` the
+    report with its window statistics (a drift report's ``to_dict()``, say). ``id`` orders
+    alerts (``None`` before it is stored).
+    """
+
+    id: int | None = None
+    name: str
+    version: int | None = None
+    kind: str = attrs.field(validator=_one_of(ALERT_KINDS))
+    at: datetime = attrs.field(converter=_utc)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_alert_details)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (time as ISO 8601 UTC)."""
+        return _record_dict(self)
+
+
 def _labels(prediction_id: object, value: Any) -> list[Any]:
     """One prediction's labels as a list of JSON scalars (a lone scalar is one row's label)."""
     if not isinstance(prediction_id, str) or not 0 < len(prediction_id) <= MAX_PREDICTION_ID:
@@ -549,6 +586,20 @@ class RegistryBackend(Protocol):
 
     def prune_predictions(self, before: datetime) -> int:
         """Delete the predictions made before ``before`` and their labels; return how many."""
+
+    def record_alert(self, alert: Alert) -> Alert:
+        """Store an alert; return it with its ``id`` (increasing in insertion order)."""
+
+    def list_alerts(
+        self,
+        name: str | None,
+        kind: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int | None,
+    ) -> list[Alert]:
+        """Return alerts (of one model and kind, or all) raised in ``[since, until)``,
+        newest first, at most ``limit``."""
 
 
 # -- the facade -----------------------------------------------------------------------------
@@ -1050,6 +1101,57 @@ class Registry:
         else:
             before = _utc(older_than)
         return self.backend.prune_predictions(before)
+
+    # -- monitoring alerts -------------------------------------------------------------
+
+    def record_alert(
+        self,
+        name: str,
+        kind: str,
+        details: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> Alert:
+        """Store a monitoring alert of model ``name`` and return it (with its id).
+
+        ``kind`` is one of :data:`ALERT_KINDS`; ``details`` a JSON-compatible mapping (the
+        report and its window statistics); ``at`` when it was raised (default: now). The
+        model need not be registered: in-process models are monitored too.
+        """
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"a model name is a non-empty string, got {name!r}")
+        if version is not None:
+            _check_version_number(version)
+        alert = Alert(
+            name=name,
+            version=version,
+            kind=kind,
+            at=_now() if at is None else at,
+            details=details,
+        )
+        return self.backend.record_alert(alert)
+
+    def alerts(
+        self,
+        name: str | None = None,
+        *,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[Alert]:
+        """Return stored alerts, newest first: of model ``name`` (default all), of one
+        ``kind``, raised in ``[since, until)``, at most ``limit``."""
+        if kind is not None and kind not in ALERT_KINDS:
+            raise UsageError(f"kind must be one of {', '.join(ALERT_KINDS)}, got {kind!r}")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise UsageError(f"limit must be a non-negative integer or None, got {limit!r}")
+        return self.backend.list_alerts(
+            name, kind, _optional_utc(since), _optional_utc(until), limit
+        )
 
     # -- maintenance -------------------------------------------------------------------
 

@@ -766,6 +766,47 @@ class RegistryConformance:
         got = {f.prediction_id: f.labels for f in registry.feedback("churn")}
         assert got == {f"w{i}-{j}": [j] for i in range(workers) for j in range(each)}
 
+    # -- monitoring alerts ---------------------------------------------------------------
+
+    def test_alerts_are_stored_newest_first_and_survive_reopening(
+        self, registry: Registry, registry_url: str, artifacts_url: str
+    ) -> None:
+        at = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+        details = {"verdict": "drift", "features": [{"name": "age", "p": 1e-9}], "n": 3}
+        first = registry.record_alert("churn", "drift", details, version=2, at=at)
+        second = registry.record_alert("churn", "performance", {"metric": "accuracy"}, at=at)
+        other = registry.record_alert("fraud", "health", {"rule": "error_rate"})
+        assert first.id is not None
+        assert second.id is not None
+        assert other.id is not None
+        assert first.id < second.id < other.id
+        assert (first.name, first.version, first.kind, first.at) == ("churn", 2, "drift", at)
+        assert first.details == details
+        assert registry.alerts("churn") == [second, first]
+        assert registry.alerts(kind="health") == [other]
+        assert registry.alerts("churn", kind="drift") == [first]
+        assert registry.alerts(limit=1) == [other]
+        assert registry.alerts(since=at + timedelta(seconds=1)) == [other]
+        assert registry.alerts("churn", until=at + timedelta(microseconds=1)) == [second, first]
+        assert registry.alerts("nothing-here") == []
+        assert json.loads(json.dumps(first.to_dict()))["at"].endswith("+00:00")
+        registry.close()
+        with Registry(registry_url, artifacts=artifacts_url) as reopened:
+            assert reopened.alerts() == [other, second, first]
+
+    def test_invalid_alerts_are_refused(self, registry: Registry) -> None:
+        with pytest.raises(UsageError):
+            registry.record_alert("churn", "weather", {})
+        with pytest.raises(UsageError):
+            registry.record_alert("churn", "drift", {"p": math.nan})
+        with pytest.raises(UsageError):
+            registry.record_alert("", "drift", {})
+        with pytest.raises(UsageError):
+            registry.alerts(kind="weather")
+        with pytest.raises(UsageError):
+            registry.alerts(limit=-1)
+        assert registry.alerts() == []
+
     # -- concurrency (threads; see modelkit's integration tests for processes) -----------
 
     def test_concurrent_registers_get_consecutive_numbers(

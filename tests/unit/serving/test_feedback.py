@@ -15,7 +15,7 @@ import pytest
 from tests.unit.serving.helpers import Client, error_of
 
 from modelkit import Artifact
-from modelkit._sql import MIGRATIONS
+from modelkit._sql import MIGRATIONS, SCHEMA_VERSION
 from modelkit.default_plugins.sqlite_registry import SQLiteBackend
 from modelkit.exceptions import NotFoundError, RegistryError, ServingError, UsageError
 from modelkit.model import Model
@@ -392,7 +392,7 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert old.schema_version() == 1
     old.close()
     with Registry(url, artifacts=str(tmp_path / "artifacts")) as registry:
-        assert registry.backend.schema_version() == 2  # type: ignore[attr-defined]
+        assert registry.backend.schema_version() == SCHEMA_VERSION  # type: ignore[attr-defined]
         at = datetime.now(timezone.utc)
         registry.record_predictions([PredictionRecord(id="p", name="m", at=at, rows=1)])
         assert registry.add_feedback({"p": "yes"}) == 1

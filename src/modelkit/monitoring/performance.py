@@ -1,0 +1,307 @@
+"""Performance from delayed labels: rolling metrics against the training-time baseline.
+
+Labels arrive late: through ``POST /feedback`` (stored by the registry next to the recorded
+predictions) or ``Monitor.observe(..., labels=...)``. A :class:`PerformanceTracker` keeps the
+last ``window`` labelled rows (constant memory), computes the metrics the model was
+evaluated with at training time (``accuracy``, ``f1``; ``rmse``, ``mae``), and compares each
+with its baseline from the artifact's manifest by a statistical rule, not one noisy window:
+
+    a drop is declared when the whole one-sided confidence interval of the window's metric
+    (level ``1 - alpha``) lies beyond the baseline by more than the tolerance, on at least
+    ``min_rows`` labelled rows.
+
+Accuracy uses a Wilson interval; F1 a seeded bootstrap; RMSE and MAE a normal interval on
+the squared and absolute errors. ``roc_auc`` needs scores, which recorded ``predict`` outputs
+are not: it is left out.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from modelkit.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from modelkit.monitoring.monitor import Monitor
+    from modelkit.registry import Feedback, Registry
+
+__all__ = ["HIGHER_IS_BETTER", "PerformanceReport", "PerformanceTracker"]
+
+HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "rmse": False, "mae": False}
+"""The metrics a tracker computes, and their direction."""
+DEFAULT_TOLERANCE = {"accuracy": 0.02, "f1": 0.02, "rmse": 0.10, "mae": 0.10}
+"""Drops smaller than this are tolerated: absolute for accuracy and F1, relative (10% worse)
+for the errors."""
+_BOOTSTRAP = 200
+
+
+@attrs.frozen(kw_only=True)
+class PerformanceReport:
+    """One metric of one window against its baseline.
+
+    ``value`` is the window's metric and ``low``/``high`` its ``1 - alpha`` confidence
+    interval; ``threshold`` the worst value tolerated (baseline minus or times the
+    tolerance); ``status`` is ``"drop"``, ``"ok"`` or ``"insufficient data"``.
+    """
+
+    metric: str
+    baseline: float
+    value: float
+    low: float
+    high: float
+    threshold: float
+    n: int
+    status: str
+    model: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def drop(self) -> bool:
+        """Whether the metric is confidently worse than tolerated."""
+        return self.status == "drop"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        out = attrs.asdict(self)
+        for key in ("start", "end"):
+            out[key] = None if out[key] is None else out[key].isoformat()
+        for key in ("baseline", "value", "low", "high", "threshold"):
+            out[key] = out[key] if math.isfinite(out[key]) else None
+        return out
+
+
+def _wilson(k: float, n: int, z: float) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _f1(y: np.ndarray, p: np.ndarray, positive: Any) -> float:
+    classes = [positive] if positive is not None else list(np.unique(np.concatenate((y, p))))
+    scores = []
+    for c in classes:
+        tp = float(np.sum((p == c) & (y == c)))
+        fp = float(np.sum((p == c) & (y != c)))
+        fn = float(np.sum((p != c) & (y == c)))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
+    return float(np.mean(scores))
+
+
+@attrs.define(kw_only=True)
+class PerformanceTracker:
+    """Rolling performance of a model from labelled predictions.
+
+    ``baseline`` maps metric names to training-time values (``artifact.metrics``); only
+    metrics present there and in :data:`HIGHER_IS_BETTER` are tracked. ``window`` is how
+    many of the latest labelled rows count; ``positive`` the positive class for a binary F1
+    (default: macro F1). ``registry`` and ``name``: where :meth:`update_from_registry` reads
+    feedback and where drops are stored as alerts. In-process, labels can also follow by id:
+    :meth:`expect` keeps predicted outputs by id (``Monitor.observe(..., ids=...)`` does) and
+    :meth:`label` joins the labels when they come.
+    """
+
+    baseline: Mapping[str, float]
+    window: int = 1000
+    min_rows: int = 200
+    alpha: float = 0.05
+    tolerance: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_TOLERANCE))
+    positive: Any = None
+    name: str | None = None
+    registry: Registry | None = None
+    monitor: Monitor | None = None
+    _outputs: deque[Any] = attrs.field(init=False)
+    _labels: deque[Any] = attrs.field(init=False)
+    _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _since: datetime | None = attrs.field(init=False, default=None)
+    _start: datetime | None = attrs.field(init=False, default=None)
+    _end: datetime | None = attrs.field(init=False, default=None)
+    _alerted: set[str] = attrs.field(init=False, factory=set)
+    _waiting: OrderedDict[str, Any] = attrs.field(init=False, factory=OrderedDict)
+    max_waiting: int = 100_000
+
+    def __attrs_post_init__(self) -> None:
+        if self.window < 2 or self.min_rows < 2:
+            raise UsageError(
+                f"window and min_rows must be >= 2, got {self.window} and {self.min_rows}"
+            )
+        if not self.metrics:
+            raise UsageError(
+                f"no trackable metric in the baseline {dict(self.baseline)}; the tracker "
+                f"computes {', '.join(HIGHER_IS_BETTER)}"
+            )
+        self._outputs = deque(maxlen=self.window)
+        self._labels = deque(maxlen=self.window)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics tracked: those of the baseline the tracker can compute."""
+        return tuple(
+            m for m in HIGHER_IS_BETTER if m in self.baseline and math.isfinite(self.baseline[m])
+        )
+
+    @property
+    def n_labelled(self) -> int:
+        """How many labelled rows the window holds."""
+        return len(self._labels)
+
+    def add(self, outputs: Any, labels: Any, *, at: datetime | None = None) -> None:
+        """Add predicted ``outputs`` and their true ``labels`` (rows with label ``None`` are
+        skipped)."""
+        outs = list(np.asarray(outputs, dtype=object).ravel())
+        labs = list(np.asarray(labels, dtype=object).ravel())
+        if len(outs) != len(labs):
+            raise UsageError(f"got {len(outs)} outputs but {len(labs)} labels; give one per row")
+        when = at or datetime.now(timezone.utc)
+        with self._lock:
+            for output, label in zip(outs, labs, strict=True):
+                if label is None or output is None:
+                    continue
+                self._outputs.append(output)
+                self._labels.append(label)
+            self._start = self._start or when
+            self._end = when
+
+    def expect(self, ids: Iterable[Any], outputs: Any) -> None:
+        """Remember the outputs of predictions whose labels will come later (:meth:`label`).
+
+        At most ``max_waiting`` predictions wait (the oldest are forgotten first), so memory
+        stays bounded when labels never come.
+        """
+        outs = list(np.asarray(outputs, dtype=object).ravel())
+        keys = [str(key) for key in ids]
+        if len(keys) != len(outs):
+            raise UsageError(f"got {len(keys)} ids but {len(outs)} outputs; give one per row")
+        with self._lock:
+            for key, output in zip(keys, outs, strict=True):
+                self._waiting[key] = output
+                self._waiting.move_to_end(key)
+            while len(self._waiting) > self.max_waiting:
+                self._waiting.popitem(last=False)
+
+    def label(self, labels: Mapping[Any, Any], *, at: datetime | None = None) -> int:
+        """Join delayed labels with the outputs :meth:`expect` kept, by id; return how many
+        matched (unknown or forgotten ids are ignored)."""
+        outputs, matched = [], []
+        with self._lock:
+            for key, value in labels.items():
+                if value is None:  # still unknown: keep waiting
+                    continue
+                output = self._waiting.pop(str(key), None)
+                if output is not None:
+                    outputs.append(output)
+                    matched.append(value)
+        if matched:
+            self.add(outputs, matched, at=at)
+        return len(matched)
+
+    def add_feedback(self, feedback: Iterable[Feedback]) -> int:
+        """Add labelled predictions read from the registry; return how many rows."""
+        rows = 0
+        for item in feedback:
+            if item.outputs is None:
+                continue
+            self.add(item.outputs, item.labels, at=item.received_at)
+            rows += sum(label is not None for label in item.labels)
+            self._since = max(self._since or item.received_at, item.received_at)
+        return rows
+
+    def update_from_registry(self) -> int:
+        """Read the feedback received since the last update; return how many rows."""
+        if self.registry is None or self.name is None:
+            raise UsageError("update_from_registry needs the tracker's registry and name")
+        since = self._since
+        feedback = self.registry.feedback(self.name, since=since)
+        if since is not None:
+            feedback = [f for f in feedback if f.received_at > since]
+        return self.add_feedback(feedback)
+
+    def check(self) -> list[PerformanceReport]:
+        """Compare every tracked metric of the window with its baseline.
+
+        A metric that newly drops calls the ``on_performance_drop`` hook (and is stored as
+        an alert when the tracker has a registry); it alerts again only after recovering.
+        """
+        with self._lock:
+            y = np.asarray(list(self._labels), dtype=object)
+            p = np.asarray(list(self._outputs), dtype=object)
+            start, end = self._start, self._end
+        reports = [self._report(metric, y, p, start, end) for metric in self.metrics]
+        for report in reports:
+            if report.drop and report.metric not in self._alerted:
+                self._alerted.add(report.metric)
+                self._alert(report)
+            elif report.status == "ok":
+                self._alerted.discard(report.metric)
+        return reports
+
+    def _alert(self, report: PerformanceReport) -> None:
+        from modelkit.plugins import notify
+
+        notify("on_performance_drop", monitor=self.monitor, report=report)
+        if self.registry is not None:
+            from modelkit.monitoring.alerts import store_alert
+
+            store_alert(
+                self.registry, self.monitor, "performance", report.to_dict(), name=self.name
+            )
+
+    def _report(
+        self, metric: str, y: np.ndarray, p: np.ndarray, start: Any, end: Any
+    ) -> PerformanceReport:
+        from scipy.special import ndtri
+
+        baseline = float(self.baseline[metric])
+        higher = HIGHER_IS_BETTER[metric]
+        tolerance = self.tolerance.get(metric, DEFAULT_TOLERANCE[metric])
+        threshold = baseline - tolerance if higher else baseline * (1 + tolerance)
+        n = int(y.size)
+        common: dict[str, Any] = {
+            "metric": metric,
+            "baseline": baseline,
+            "threshold": threshold,
+            "n": n,
+        }
+        common |= {"model": self.name, "start": start, "end": end}
+        if n < self.min_rows:
+            return PerformanceReport(
+                value=math.nan, low=math.nan, high=math.nan, status="insufficient data", **common
+            )
+        z = float(ndtri(1 - self.alpha))
+        if metric == "accuracy":
+            hits = float(np.sum(y == p))
+            value = hits / n
+            low, high = _wilson(hits, n, z)
+        elif metric == "f1":
+            value = _f1(y, p, self.positive)
+            rng = np.random.default_rng(0)
+            draws = [
+                _f1(y[idx], p[idx], self.positive)
+                for idx in rng.integers(0, n, size=(_BOOTSTRAP, n))
+            ]
+            low, high = (float(q) for q in np.quantile(draws, [self.alpha, 1 - self.alpha]))
+        else:
+            try:
+                errors = np.asarray(y, dtype=np.float64) - np.asarray(p, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"{metric} needs numeric outputs and labels: {exc}") from exc
+            terms = errors * errors if metric == "rmse" else np.abs(errors)
+            mean, se = float(terms.mean()), float(terms.std(ddof=1)) / math.sqrt(n)
+            low_t, high_t = max(0.0, mean - z * se), mean + z * se
+            if metric == "rmse":
+                value, low, high = math.sqrt(mean), math.sqrt(low_t), math.sqrt(high_t)
+            else:
+                value, low, high = mean, low_t, high_t
+        drop = high < threshold if higher else low > threshold
+        return PerformanceReport(
+            value=value, low=low, high=high, status="drop" if drop else "ok", **common
+        )

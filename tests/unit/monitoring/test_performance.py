@@ -1,0 +1,182 @@
+"""Performance from delayed labels: the statistical rule, feedback from the registry, hooks."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pluggy
+import pytest
+
+from modelkit.exceptions import UsageError
+from modelkit.hookspecs import hookimpl
+from modelkit.monitoring.performance import PerformanceReport, PerformanceTracker
+from modelkit.registry import PredictionRecord, Registry
+
+
+class Recorder:
+    """A plugin recording performance alerts."""
+
+    def __init__(self) -> None:
+        self.reports: list[PerformanceReport] = []
+
+    @hookimpl
+    def on_performance_drop(self, monitor: Any, report: PerformanceReport) -> None:
+        self.reports.append(report)
+
+
+@pytest.fixture
+def recorder(plugin_manager: pluggy.PluginManager) -> Recorder:
+    plugin = Recorder()
+    plugin_manager.register(plugin)
+    return plugin
+
+
+def labelled(n: int, accuracy: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    right = rng.random(n) < accuracy
+    return np.where(right, labels, 1 - labels), labels
+
+
+def by_metric(reports: list[PerformanceReport]) -> dict[str, PerformanceReport]:
+    return {r.metric: r for r in reports}
+
+
+def test_a_clear_drop_is_reported_once(recorder: Recorder) -> None:
+    tracker = PerformanceTracker(baseline={"accuracy": 0.90, "f1": 0.90, "roc_auc": 0.95})
+    assert tracker.metrics == ("accuracy", "f1")  # roc_auc needs scores
+    tracker.add(*labelled(1000, 0.75))
+    reports = by_metric(tracker.check())
+    assert reports["accuracy"].drop
+    assert reports["f1"].drop
+    accuracy = reports["accuracy"]
+    assert accuracy.low < accuracy.value < accuracy.high < accuracy.threshold == 0.88
+    assert [r.metric for r in recorder.reports] == ["accuracy", "f1"]
+    tracker.check()  # still down: no second alert
+    assert len(recorder.reports) == 2
+    json.dumps(accuracy.to_dict(), allow_nan=False)
+
+
+def test_a_window_as_good_as_the_baseline_is_ok(recorder: Recorder) -> None:
+    tracker = PerformanceTracker(baseline={"accuracy": 0.90}, positive=1)
+    tracker.add(*labelled(1000, 0.90, seed=1))
+    assert [r.status for r in tracker.check()] == ["ok"]
+    assert recorder.reports == []
+
+
+def test_a_small_noisy_window_is_not_a_drop() -> None:
+    tracker = PerformanceTracker(baseline={"accuracy": 0.90}, min_rows=20)
+    labels = [1] * 30
+    tracker.add([1] * 25 + [0] * 5, labels)  # 83%: below 88%, but 30 rows say little
+    [report] = tracker.check()
+    assert report.value < report.threshold < report.high
+    assert report.status == "ok"
+
+
+def test_too_few_labels_is_insufficient_data() -> None:
+    tracker = PerformanceTracker(baseline={"accuracy": 0.9})
+    tracker.add([1, 0, None], [1, None, 0])  # rows without a label or output are skipped
+    report = tracker.check()[0]
+    assert (report.status, report.n) == ("insufficient data", 1)
+    assert report.to_dict()["value"] is None
+
+
+def test_the_window_keeps_the_latest_rows() -> None:
+    tracker = PerformanceTracker(baseline={"accuracy": 0.9}, window=100, min_rows=50)
+    tracker.add(*labelled(500, 0.5, seed=3))
+    tracker.add(*labelled(100, 1.0, seed=4))
+    assert tracker.n_labelled == 100
+    assert tracker.check()[0].value == 1.0
+
+
+def test_recovery_rearms_the_alert(recorder: Recorder) -> None:
+    tracker = PerformanceTracker(baseline={"accuracy": 0.9}, window=300, min_rows=100)
+    tracker.add(*labelled(300, 0.6, seed=5))
+    tracker.check()
+    tracker.add(*labelled(300, 0.9, seed=6))
+    assert tracker.check()[0].status == "ok"
+    tracker.add(*labelled(300, 0.6, seed=7))
+    tracker.check()
+    assert len(recorder.reports) == 2
+
+
+def test_regression_errors() -> None:
+    rng = np.random.default_rng(8)
+    truth = rng.normal(size=2000)
+    tracker = PerformanceTracker(baseline={"rmse": 0.5, "mae": 0.4, "r2": 0.8}, window=2000)
+    tracker.add(truth + rng.normal(scale=0.5, size=2000), truth)
+    reports = by_metric(tracker.check())
+    assert set(reports) == {"rmse", "mae"}
+    assert reports["rmse"].status == "ok"
+    assert reports["rmse"].value == pytest.approx(0.5, abs=0.03)
+    tracker.add(truth + rng.normal(scale=1.0, size=2000), truth)
+    reports = by_metric(tracker.check())
+    assert reports["rmse"].drop
+    assert reports["mae"].drop
+    assert reports["rmse"].low > reports["rmse"].threshold == pytest.approx(0.55)
+
+
+def test_errors_need_numbers() -> None:
+    tracker = PerformanceTracker(baseline={"mae": 0.1}, min_rows=2)
+    tracker.add(["a", "b"], ["c", "d"])
+    with pytest.raises(UsageError, match="numeric"):
+        tracker.check()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"baseline": {"r2": 0.9}}, "no trackable metric"),
+        ({"baseline": {"accuracy": 0.9}, "window": 1}, ">= 2"),
+    ],
+)
+def test_bad_trackers_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        PerformanceTracker(**options)
+
+
+def test_outputs_and_labels_must_pair_up() -> None:
+    tracker = PerformanceTracker(baseline={"accuracy": 0.9})
+    with pytest.raises(UsageError, match="one per row"):
+        tracker.add([1, 2], [1])
+
+
+def test_labels_from_the_registry_join_predictions_by_id(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    at = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    outputs, labels = labelled(400, 0.6, seed=9)
+    with Registry(tmp_path / "reg") as registry:
+        registry.record_predictions(
+            PredictionRecord(
+                id=f"p{i}", name="churn", at=at, rows=4, outputs=outputs[i : i + 4].tolist()
+            )
+            for i in range(0, 400, 4)
+        )
+        registry.record_predictions([PredictionRecord(id="bare", name="churn", at=at, rows=1)])
+        registry.add_feedback({f"p{i}": labels[i : i + 4].tolist() for i in range(0, 200, 4)})
+        registry.add_feedback({"bare": 1})
+        tracker = PerformanceTracker(
+            baseline={"accuracy": 0.9}, name="churn", registry=registry, min_rows=100
+        )
+        assert tracker.update_from_registry() == 200
+        later = datetime.now(timezone.utc) + timedelta(seconds=1)
+        registry.add_feedback(
+            {f"p{i}": labels[i : i + 4].tolist() for i in range(200, 400, 4)}, at=later
+        )
+        assert tracker.update_from_registry() == 200
+        assert tracker.update_from_registry() == 0
+        assert tracker.n_labelled == 400
+        assert tracker.check()[0].drop
+        stored = registry.alerts("churn", kind="performance")
+        assert [a.details["metric"] for a in stored] == ["accuracy"]
+    assert len(recorder.reports) == 1
+
+
+def test_update_from_registry_needs_one() -> None:
+    with pytest.raises(UsageError, match="registry and name"):
+        PerformanceTracker(baseline={"accuracy": 0.9}).update_from_registry()
