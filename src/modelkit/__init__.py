@@ -7,6 +7,7 @@ loads neither scikit-learn, pandas nor any plugin: those come when first needed.
 
 from modelkit._version import __version__
 from modelkit.artifact import Artifact, Manifest
+from modelkit.batch import batch_predict
 from modelkit.data import Dataset, Profile, fingerprint
 from modelkit.exceptions import (
     ArtifactError,
@@ -51,6 +52,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "asgi_app",
+    "batch_predict",
     "fingerprint",
     "hookimpl",
     "train",

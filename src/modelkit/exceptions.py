@@ -16,6 +16,7 @@ Each error also subclasses the builtin exception a caller would naturally catch,
     ├── NotFoundError(ModelkitError, LookupError)    no such model, version, plugin or file
     ├── RegistryError(ModelkitError)                 a refused registry operation
     ├── ServingError(ModelkitError)                  a served app cannot be built or started
+    ├── BatchJobError(ModelkitError)                 a batch job id clash or concurrent run
     ├── MissingDependencyError(…, ImportError)       an optional extra is not installed
     └── PluginError(ModelkitError)                   a plugin misbehaved at registration
 
@@ -32,6 +33,7 @@ __all__ = [
     "ArtifactExistsError",
     "ArtifactFormatError",
     "ArtifactIntegrityError",
+    "BatchJobError",
     "DataError",
     "HookFailedWarning",
     "MissingDependencyError",
@@ -112,6 +114,12 @@ class MissingDependencyError(ModelkitError, ImportError):
 class ServingError(ModelkitError):
     """A served application cannot be built or started (no models, duplicate names, a model
     that failed to load). Errors of single requests are HTTP answers, never this."""
+
+
+class BatchJobError(ModelkitError):
+    """A batch job cannot go on: its id was used for a job with another model, input or
+    output, or another run of the same job committed the chunk first. Nothing of the refused
+    chunk was written; the message says how to resume or which id to use instead."""
 
 
 class PluginError(ModelkitError):

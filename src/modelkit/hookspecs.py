@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from modelkit.artifact import Artifact
+    from modelkit.batch.sinks import Sink
+    from modelkit.batch.sources import Source
     from modelkit.cli import Command
     from modelkit.model import Model
     from modelkit.monitoring import DriftReport, Monitor
@@ -140,6 +142,40 @@ def register_authenticators(register: Callable[[str, AuthenticatorFactory], None
     :class:`~modelkit.exceptions.ServingError`, so that the server does not start open.
 
     *Return*: nothing; call ``register`` once per authenticator.
+    """
+
+
+# -- batch inference: sources and sinks ----------------------------------------------------
+
+
+@hookspec
+def register_batch_sources(register: Callable[[str, Callable[..., Source]], None]) -> None:
+    """Register where batch jobs read rows from, by name or URL scheme.
+
+    *Called*: when :func:`modelkit.batch_predict` (or ``modelkit batch --input``) opens its
+    input (:func:`modelkit.batch.sources.open_source`).
+
+    *Arguments*: ``register(name, factory)``; ``name`` is a file kind (``"csv"``,
+    ``"parquet"``) or a URL scheme (``"sqlite"``, ``"postgresql"``, ``"s3"``…);
+    ``factory(target, **options)`` returns a :class:`~modelkit.batch.sources.Source` for a
+    path, glob or URL (with ``query=`` for databases).
+
+    *Return*: nothing; call ``register`` once per name.
+    """
+
+
+@hookspec
+def register_batch_sinks(register: Callable[[str, Callable[..., Sink]], None]) -> None:
+    """Register where batch jobs write predictions to, by URL scheme.
+
+    *Called*: when :func:`modelkit.batch_predict` (or ``modelkit batch --output``) opens its
+    output (:func:`modelkit.batch.sinks.open_sink`).
+
+    *Arguments*: ``register(scheme, factory)``; ``factory(target, table=…)`` returns a
+    :class:`~modelkit.batch.sinks.Sink` that commits each chunk together with the job's
+    progress (``"sqlite"``, ``"postgresql"``, ``"parquet"``, ``"csv"`` are built in).
+
+    *Return*: nothing; call ``register`` once per scheme.
     """
 
 

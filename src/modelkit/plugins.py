@@ -68,6 +68,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("modelkit.servers", "modelkit.default_plugins.servers"),
     ("modelkit.native_server", "modelkit.default_plugins.native_server"),
     ("modelkit.serve_command", "modelkit.default_plugins.serve_command"),
+    ("modelkit.batch_command", "modelkit.default_plugins.batch_command"),
     ("modelkit.monitor_command", "modelkit.default_plugins.monitor_command"),
 )
 """``(plugin name, module)`` of every built-in plugin, in registration order."""

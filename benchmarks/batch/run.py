@@ -1,0 +1,285 @@
+"""Batch inference benchmark: naive pandas + sqlite3 beside ``modelkit.batch_predict``.
+
+One command runs, on the same machine and the same files:
+
+- CSV -> SQLite, 1M rows x 20 float features: a naive pandas + sqlite3 job, and modelkit;
+- Parquet -> SQLite and CSV -> Parquet with modelkit;
+- modelkit's stage split (read, predict, write measured alone);
+- peak RSS of modelkit's CSV -> SQLite job at 1M and at 10M rows (each job in its own process).
+
+The model is the seed's: ``make_classification(n_samples=1000, n_features=20,
+random_state=42)`` and ``LogisticRegression(solver="liblinear")``. The naive job reads the CSV
+with ``pandas.read_csv(chunksize=100_000)``, predicts with the estimator and writes ``(id,
+prediction)`` with one ``executemany`` per chunk; modelkit writes what every modelkit output row
+holds (key, prediction, model name, version, artifact hash, job id, time), an index on
+``(job_id, key)`` and the job's progress, chunk by chunk, exactly once.
+
+    python benchmarks/batch/run.py            # full run (writes a 4 GB CSV for 10M rows)
+    python benchmarks/batch/run.py --quick    # 200k / 1M rows, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_FEATURES = 20
+CHUNK_ROWS = 100_000
+
+
+def make_files(root: Path, n_rows: int) -> tuple[Path, Path]:
+    """data-N.csv and data-N.parquet: an id column and f0..f19 standard normal floats."""
+    import pyarrow as pa
+    import pyarrow.csv as pv
+    import pyarrow.parquet as pq
+
+    csv_path, parquet_path = root / f"data-{n_rows}.csv", root / f"data-{n_rows}.parquet"
+    if csv_path.exists() and parquet_path.exists():
+        return csv_path, parquet_path
+    rng = np.random.default_rng(0)
+    writer_csv = None
+    writer_pq = None
+    step = 1_000_000
+    for start in range(0, n_rows, step):
+        n = min(step, n_rows - start)
+        X = rng.standard_normal((n, N_FEATURES))
+        table = pa.table(
+            {"id": np.arange(start, start + n), **{f"f{j}": X[:, j] for j in range(N_FEATURES)}}
+        )
+        if writer_csv is None:
+            writer_csv = pv.CSVWriter(str(csv_path), table.schema)
+            writer_pq = pq.ParquetWriter(str(parquet_path), table.schema)
+        writer_csv.write_table(table)
+        assert writer_pq is not None
+        writer_pq.write_table(table, row_group_size=CHUNK_ROWS)
+    assert writer_csv is not None
+    assert writer_pq is not None
+    writer_csv.close()
+    writer_pq.close()
+    return csv_path, parquet_path
+
+
+def seed_model(root: Path) -> Path:
+    """The seed's model, saved with joblib for the child processes."""
+    import joblib
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    path = root / "seed.joblib"
+    if not path.exists():
+        X, y = make_classification(n_samples=1000, n_features=N_FEATURES, random_state=42)
+        joblib.dump(LogisticRegression(solver="liblinear").fit(X, y), path)
+    return path
+
+
+# -- the jobs, each run in a child process ---------------------------------------------------
+
+
+def naive(model_path: Path, source: Path, target: Path) -> dict[str, float]:
+    import joblib
+    import pandas as pd
+
+    estimator = joblib.load(model_path)
+    conn = sqlite3.connect(target)
+    conn.execute("CREATE TABLE IF NOT EXISTS predictions (id INTEGER, prediction INTEGER)")
+    times = {"read": 0.0, "predict": 0.0, "write": 0.0}
+    rows = 0
+    t = time.perf_counter()
+    for frame in pd.read_csv(source, chunksize=CHUNK_ROWS):
+        t1 = time.perf_counter()
+        times["read"] += t1 - t
+        predictions = estimator.predict(frame[[f"f{j}" for j in range(N_FEATURES)]].to_numpy())
+        t2 = time.perf_counter()
+        times["predict"] += t2 - t1
+        conn.executemany(
+            "INSERT INTO predictions VALUES (?, ?)",
+            zip(frame["id"].tolist(), predictions.tolist(), strict=True),
+        )
+        conn.commit()
+        t = time.perf_counter()
+        times["write"] += t - t2
+        rows += len(frame)
+    conn.close()
+    return {"rows": rows, **times}
+
+
+def modelkit_job(model_path: Path, source: Path, target: str) -> dict[str, float]:
+    import joblib
+    from sklearn.datasets import make_classification
+
+    from modelkit import Model, batch_predict
+
+    X, _ = make_classification(n_samples=1000, n_features=N_FEATURES, random_state=42)
+    model = Model.wrap(joblib.load(model_path), sample=X, name="seed")
+    result = batch_predict(
+        model, str(source), target, key="id", chunk_rows=CHUNK_ROWS, progress=False
+    )
+    return {"rows": result.rows_out, "job_seconds": result.seconds}
+
+
+def stages(model_path: Path, source: Path, target: Path) -> dict[str, float]:
+    """modelkit's stages one at a time: read the chunks, predict them, write them."""
+    import joblib
+    from sklearn.datasets import make_classification
+
+    from modelkit import Model
+    from modelkit.batch._predict import Plan, predict_chunk
+    from modelkit.batch.sinks import JobSpec, SqliteSink
+    from modelkit.batch.sources import CsvSource
+
+    X, _ = make_classification(n_samples=1000, n_features=N_FEATURES, random_state=42)
+    model = Model.wrap(joblib.load(model_path), sample=X, name="seed")
+    plan = Plan(model=model, key="id")
+    t0 = time.perf_counter()
+    chunks = list(CsvSource(source, column_types=plan.column_types()).chunks(CHUNK_ROWS))
+    t1 = time.perf_counter()
+    outputs = [predict_chunk(plan, chunk) for chunk in chunks]
+    t2 = time.perf_counter()
+    sink = SqliteSink(target)
+    spec = JobSpec(
+        job_id="stages",
+        table="predictions",
+        key="id",
+        model_name="seed",
+        model_version=1,
+        artifact_sha256="0" * 64,
+        source="s",
+        outputs=("predict",),
+    )
+    sink.start(spec)
+    for output in outputs:
+        sink.write(spec, output)
+    t3 = time.perf_counter()
+    sink.close()
+    return {
+        "read": t1 - t0,
+        "predict": t2 - t1,
+        "write": t3 - t2,
+        "rows": sum(c.n_rows for c in chunks),
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
+
+
+def child(argv: list[str]) -> None:
+    kind, model_path, source, target = argv
+    # import everything first: the figures time the jobs, not Python's start-up
+    import joblib  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow.csv
+    import pyarrow.parquet  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+
+    import modelkit.batch._files
+    import modelkit.batch._jobs  # noqa: F401
+
+    t0 = time.perf_counter()
+    if kind == "naive":
+        out = naive(Path(model_path), Path(source), Path(target))
+    elif kind == "stages":
+        out = stages(Path(model_path), Path(source), Path(target))
+    else:
+        out = modelkit_job(Path(model_path), Path(source), target)
+    out["seconds"] = time.perf_counter() - t0
+    out["max_rss_mb"] = peak_rss_mb()
+    print(json.dumps(out))
+
+
+def run_child(kind: str, model: Path, source: Path, target: str) -> dict[str, float]:
+    if target.endswith(".parquet"):
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(target + suffix).unlink(missing_ok=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(model), str(source), target],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200k and 1M rows")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each job (median)")
+    parser.add_argument("--dir", type=Path, help="where to keep the data files (default: tmp)")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    root = args.dir or Path(tempfile.mkdtemp(prefix="modelkit-batch-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    small, large = (200_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
+    model = seed_model(root)
+    csv_path, parquet_path = make_files(root, small)
+    db = str(root / "out.db")
+    print(
+        f"{small:,} rows x {N_FEATURES} features, CSV {csv_path.stat().st_size / 1e6:.0f} MB; "
+        f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}"
+    )
+    jobs = {
+        "naive CSV -> SQLite": ("naive", csv_path, db),
+        "modelkit CSV -> SQLite": ("modelkit", csv_path, db),
+        "modelkit Parquet -> SQLite": ("modelkit", parquet_path, db),
+        "modelkit CSV -> Parquet": ("modelkit", csv_path, str(root / "out.parquet")),
+    }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in jobs}
+    for _ in range(args.repeat):  # interleaved, so that a busy moment hits every job alike
+        for name, (kind, source, target) in jobs.items():
+            runs[name].append(run_child(kind, model, source, target))
+    results = {  # the median run of each job
+        name: sorted(done, key=lambda r: r["seconds"])[len(done) // 2]
+        for name, done in runs.items()
+    }
+    naive_rate = results["naive CSV -> SQLite"]["rows"] / results["naive CSV -> SQLite"]["seconds"]
+    print(f"\nmedian of {args.repeat} interleaved runs per job")
+    print(f"\n{'job':28} {'rows':>10} {'seconds':>8} {'rows/s':>11} {'vs naive':>8} {'RSS MB':>7}")
+    for name, r in results.items():
+        rate = r["rows"] / r["seconds"]
+        print(
+            f"{name:28} {r['rows']:>10,.0f} {r['seconds']:>8.2f} {rate:>11,.0f} "
+            f"{rate / naive_rate:>7.2f}x {r['max_rss_mb']:>7.0f}"
+        )
+    split = run_child("stages", model, csv_path, db)
+    r = results["naive CSV -> SQLite"]
+    print("\nstage split, rows/s (each stage alone; modelkit overlaps read+predict with write)")
+    print(f"{'':10} {'read':>11} {'predict':>11} {'write':>11}")
+    for who, s in (("naive", r), ("modelkit", split)):
+        print(
+            f"{who:10} "
+            + " ".join(f"{s['rows'] / s[k]:>11,.0f}" for k in ("read", "predict", "write"))
+        )
+    big_csv, _ = make_files(root, large)
+    big = run_child("modelkit", model, big_csv, db)
+    small_rss = results["modelkit CSV -> SQLite"]["max_rss_mb"]
+    print(
+        f"\npeak RSS, modelkit CSV -> SQLite: {small:,} rows {small_rss:.0f} MB, "
+        f"{large:,} rows {big['max_rss_mb']:.0f} MB ({big['max_rss_mb'] / small_rss - 1:+.1%}); "
+        f"{large:,} rows at {big['rows'] / big['seconds']:,.0f} rows/s"
+    )
+    if args.dir is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
