@@ -216,9 +216,9 @@ class StdlibServer:
     """The standard library's ``wsgiref`` server, with a thread per connection.
 
     No dependency and one process: the embedded default for development, demos and small
-    loads. During a graceful stop it keeps accepting connections until the requests in
-    flight are done: those accepted before the stop are answered, later ones get 503 on
-    readiness and predictions (200 on ``/healthz``).
+    loads. A graceful stop closes the listener at once (new connections are refused), after
+    answering the connections the kernel had already taken, and answers every request
+    received before it exits.
     """
 
     name = "stdlib"
@@ -259,18 +259,18 @@ class StdlibServer:
                 if on_ready is not None and not self._stop.is_set():
                     on_ready(server_url(sock))
                 _wait(self._stop.wait)
-                app.begin_drain()  # readiness 503 now; the listener stays open meanwhile
                 deadline = time.monotonic() + app.drain_timeout
+                # Stop accepting: connections the kernel already took are answered (they
+                # were accepted before the drain begins), then the listener closes and new
+                # connections are refused, as with the other backends.
+                httpd.shutdown()
+                _answer_backlog(httpd)
+                httpd.socket.close()
+                app.begin_drain()  # readiness 503; the requests received are answered
                 drainer = threading.Thread(target=app.drain, name="modelkit-drain", daemon=True)
                 drainer.start()
                 _wait(lambda seconds: _joined(drainer, seconds))
-                httpd.shutdown()
-                # Connections the kernel took meanwhile get their 503 rather than a reset
-                # when the listener closes; once more just before closing it.
-                _answer_backlog(httpd)
-                idle = _wait(httpd.wait_idle, deadline - time.monotonic())
-                _answer_backlog(httpd)
-                if not (_wait(httpd.wait_idle, 1.0) and idle):
+                if not _wait(httpd.wait_idle, max(deadline - time.monotonic(), 1.0)):
                     logger.warning("stopped with answers still being written")
             finally:
                 httpd.shutdown()
