@@ -12,8 +12,8 @@ For small requests, scikit-learn's own input checks cost more than the arithmeti
 
 A kernel is chosen only when the estimator's method is scikit-learn's own implementation (a
 subclass overriding it keeps its override), and it applies the same operations in the same
-order, with one difference: dot products are computed row by row
-(``(X * coef).sum(axis=1)``), where scikit-learn calls BLAS. BLAS rounds a row differently
+order, with one difference: dot products are computed row by row (``np.einsum``), where
+scikit-learn calls BLAS. BLAS rounds a row differently
 depending on how many rows come with it, so scikit-learn's answer for a row can change in
 the last bit when it is predicted alone or in a batch; a kernel's answer cannot. That is what
 lets a server batch requests together and still answer each exactly as if it came alone.
@@ -31,9 +31,6 @@ __all__ = ["Kernel", "compile_kernel"]
 
 Kernel = Callable[[np.ndarray], Any]
 """A compiled method: checked float64 rows in, the method's result out."""
-
-_CHUNK_CELLS = 1 << 20
-"""Largest temporary (rows x outputs x features) of a multi-output dot product, in cells."""
 
 
 def compile_kernel(estimator: Any, method: str) -> Kernel | None:
@@ -115,20 +112,19 @@ def _dense(estimator: Any) -> tuple[np.ndarray, Any] | None:
 
 
 def _scores(coef: np.ndarray, intercept: Any) -> Kernel:
-    """``X @ coef.T + intercept``, row by row (see the module docstring)."""
+    """``X @ coef.T + intercept``, row by row (see the module docstring).
+
+    ``np.einsum`` (without ``optimize``) runs its own loops, not BLAS: each row's dot products
+    are summed the same way however many rows come with it.
+    """
     if coef.ndim == 1:
-        return lambda X: np.add((X * coef).sum(axis=1), intercept)
+        return lambda X: np.add(np.einsum("ij,j->i", X, coef), intercept)
     if coef.shape[0] == 1:
         row = coef[0]
-        return lambda X: np.add((X * row).sum(axis=1), intercept).reshape(-1, 1)
-    step = max(1, _CHUNK_CELLS // coef.size)
+        return lambda X: np.add(np.einsum("ij,j->i", X, row), intercept).reshape(-1, 1)
 
     def scores(X: np.ndarray) -> np.ndarray:
-        out = np.empty((X.shape[0], coef.shape[0]))
-        for start in range(0, X.shape[0], step):
-            block = X[start : start + step]
-            out[start : start + step] = (block[:, None, :] * coef).sum(axis=2)
-        result: np.ndarray = np.add(out, intercept)
+        result: np.ndarray = np.add(np.einsum("ij,kj->ik", X, coef), intercept)
         return result
 
     return scores
