@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from modelkit.model import Model
     from modelkit.serving.batching import Outcome
 
-__all__ = ["ASGIApp", "asgi_app"]
+__all__ = ["INLINE_BODY_SIZE", "ASGIApp", "answer_in_thread", "asgi_app"]
 
 logger = logging.getLogger("modelkit.serving")
 
@@ -127,7 +127,7 @@ class ASGIApp:
         body: bytes | bytearray = b""
         if error is None and method == "POST":  # no route reads the body of another method
             try:
-                body = await _read(receive, app.max_body_size)
+                body = await _read(receive, app)
             except HTTPError as exc:
                 error = exc
             except _DisconnectedError:
@@ -141,7 +141,7 @@ class ASGIApp:
             request_id(headers),
         )
         if method == "POST" and error is None and len(body) > INLINE_BODY_SIZE:
-            response = await _answer(app, request)  # decoding it would hold up the loop
+            response = await answer_in_thread(app, request)  # decoding it would hold the loop
         else:
             response = await _handle(app, request, error)
         await send(
@@ -173,7 +173,8 @@ def asgi_app(
     return ASGIApp(App(*models, **options))
 
 
-async def _read(receive: Receive, limit: int) -> bytes | bytearray:
+async def _read(receive: Receive, app: App) -> bytes | bytearray:
+    limit = app.max_body_size
     body: bytes | bytearray = b""
     while True:
         message = await receive()
@@ -182,9 +183,7 @@ async def _read(receive: Receive, limit: int) -> bytes | bytearray:
         chunk = message.get("body", b"")
         if chunk:
             if len(body) + len(chunk) > limit:
-                raise HTTPError(
-                    413, f"request body is larger than {limit} bytes (the server's limit)"
-                )
+                raise app.too_large()
             if not body:
                 body = chunk  # most bodies come in one message: no copy
             else:
@@ -208,22 +207,27 @@ async def _handle(app: App, request: Request, error: HTTPError | None) -> Respon
     return app.end(exchange)
 
 
-async def _answer(app: App, request: Request) -> Response:
-    """Handle a large POST in a worker thread; past its deadline, answer 504 without waiting.
+async def answer_in_thread(
+    app: App, request: Request, *, accepted: float | None = None
+) -> Response:
+    """Handle a request (a large POST) in a worker thread; past its deadline, a 504 at once.
 
-    The abandoned computation finishes in its thread (Python cannot stop it) and its answer
-    is dropped; it still counts as in flight, so a drain waits for it.
+    For the event-loop servers (this adapter, the native server): decoding a large body
+    would hold up the loop. The abandoned computation finishes in its thread (Python cannot
+    stop it) and its answer is dropped; it still counts as in flight, so a drain waits for
+    it. ``accepted`` is as for :meth:`App.handle <modelkit.serving.App.handle>`.
     """
     try:
         timeout = app.deadline(request)
     except HTTPError as exc:
-        return app.handle(request, error=exc)
-    if timeout is None:
-        return await _to_thread(app.handle, request)
+        return app.handle(request, error=exc, accepted=accepted)
     import asyncio
 
+    worker = asyncio.to_thread(app.handle, request, accepted=accepted)
+    if timeout is None:
+        return await worker
     try:
-        return await asyncio.wait_for(_to_thread(app.handle, request), timeout)
+        return await asyncio.wait_for(worker, timeout)
     except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11
         return app.timed_out(request, timeout)
 

@@ -446,18 +446,14 @@ class ThreadBatcher:
 
     def _linger(self, name: str) -> None:
         """Wait (lock held) while more works for ``name`` are on their way."""
-        limit = self._queues.filling(name, self._in_progress())
+        limit = self._queues.filling(name, self._app.arriving)
         if limit <= 0:
             return
         until = time.perf_counter() + limit
-        while self._queues.filling(name, self._in_progress()) > 0:
+        while self._queues.filling(name, self._app.arriving) > 0:
             left = until - time.perf_counter()
             if left <= 0 or not self._cond.wait(left):
                 return
-
-    def _in_progress(self) -> int:
-        """Requests being decoded: they may bring a call soon."""
-        return self._app.arriving
 
     def _hand_over(self) -> None:
         with self._cond:

@@ -47,7 +47,7 @@ import httptools
 
 from modelkit.serving._http import HTTPError, dumps, make_headers
 from modelkit.serving._records import request_id
-from modelkit.serving.asgi import INLINE_BODY_SIZE
+from modelkit.serving.asgi import INLINE_BODY_SIZE, answer_in_thread
 from modelkit.serving.core import App, Exchange, Request, Response
 
 if TYPE_CHECKING:
@@ -381,21 +381,7 @@ class _Connection(asyncio.Protocol):
 
     async def _answer(self, slot: _Slot, request: Request) -> None:
         """A large body, handled whole in a worker thread; past its deadline, a 504."""
-        app = self.app
-        handle = functools.partial(app.handle, request, accepted=self.accepted)
-        try:
-            timeout = app.deadline(request)
-        except HTTPError as exc:
-            slot.response = app.handle(request, error=exc, accepted=self.accepted)
-        else:
-            worker = asyncio.to_thread(handle)
-            if timeout is None:
-                slot.response = await worker
-            else:
-                try:
-                    slot.response = await asyncio.wait_for(worker, timeout)
-                except asyncio.TimeoutError:
-                    slot.response = app.timed_out(request, timeout)
+        slot.response = await answer_in_thread(self.app, request, accepted=self.accepted)
         self._flush()
 
     def _flush(self) -> None:

@@ -56,7 +56,7 @@ class WSGIApp:
         body = b""
         if error is None and method == "POST":  # no route reads the body of another method
             try:
-                body = _read(environ, headers, app.max_body_size)
+                body = _read(environ, headers, app)
             except HTTPError as exc:
                 error = exc
         request = Request(
@@ -110,7 +110,7 @@ def _path(environ: Mapping[str, Any]) -> str:
         return str(raw)
 
 
-def _read(environ: Mapping[str, Any], headers: Mapping[str, str], limit: int) -> bytes:
+def _read(environ: Mapping[str, Any], headers: Mapping[str, str], app: App) -> bytes:
     stream = environ.get("wsgi.input")
     if stream is None:
         return b""
@@ -131,6 +131,6 @@ def _read(environ: Mapping[str, Any], headers: Mapping[str, str], limit: int) ->
         if not chunk:
             return b"".join(parts)
         size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, f"request body is larger than {limit} bytes (the server's limit)")
+        if size > app.max_body_size:
+            raise app.too_large()
         parts.append(chunk)
