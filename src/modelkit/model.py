@@ -174,13 +174,15 @@ class Model:
         """
         return self._call("decision_function", X)
 
-    def call(self, method: str, data: Any, *, has_missing: bool = False) -> Any:
+    def call(
+        self, method: str, data: Any, *, has_missing: bool = False, observed: bool = True
+    ) -> Any:
         """Run ``method`` on ``data`` that :meth:`Signature.check` has already checked.
 
         ``has_missing`` is the flag ``check`` returned with ``data``. This is what
         :meth:`predict` and the others do after validation; servers and batch jobs call it
         to check requests one by one and predict them together. Reports the call to the
-        ``on_prediction`` event hook.
+        ``on_prediction`` event hook, unless ``observed=False`` (a warm-up, not a prediction).
         """
         function = getattr(self.estimator, method, None)
         if not callable(function):
@@ -195,7 +197,8 @@ class Model:
             outputs = kernel(data)
         else:
             outputs = _run(function, data, assume_finite=not has_missing)
-        notify("on_prediction", model=self, method=method, inputs=data, outputs=outputs)
+        if observed:
+            notify("on_prediction", model=self, method=method, inputs=data, outputs=outputs)
         return outputs
 
     def _kernel(self, method: str) -> Kernel | None:

@@ -346,14 +346,16 @@ def warm_up(model: Any, example: Mapping[str, Any] | None) -> None:
     """Call every prediction method of ``model`` on an artifact's input example.
 
     ``example`` is ``{"columns": [...] | None, "data": [[...], ...]}`` (or ``None``: nothing to
-    warm up on). What a method raises propagates: the version is not fit to serve.
+    warm up on). What a method raises propagates: the version is not fit to serve. The rows
+    are not predictions: ``on_prediction`` hooks (monitors) do not see them.
     """
     if not example or not example.get("data"):
         return
     columns, data = example.get("columns"), example["data"]
     rows: Any = data if columns is None else [dict(zip(columns, row, strict=True)) for row in data]
+    data_checked, has_missing = model.signature.check(rows)
     for method in model.methods:
-        outputs = getattr(model, method)(rows)
+        outputs = model.call(method, data_checked, has_missing=has_missing, observed=False)
         if len(outputs) != len(data):
             raise ValueError(
                 f"{method} returned {len(outputs)} results for the {len(data)} rows of the "

@@ -18,6 +18,7 @@ from tests.unit.serving.helpers import Client, error_of
 
 from modelkit import Artifact
 from modelkit.exceptions import RegistryError, ServingError
+from modelkit.hookspecs import hookimpl
 from modelkit.model import Model
 from modelkit.registry import Registry
 from modelkit.serving import App, Request
@@ -341,14 +342,32 @@ def test_warm_up_calls_every_method_on_the_example(seed_model: Model, seed_data:
     names = list(seed_model.signature.names)
     warm_up(seed_model, {"columns": names, "data": rows})
 
-    class Short:
+    class Short:  # a model whose predict answers one value whatever the rows
         methods = ("predict",)
+        signature = seed_model.signature
 
-        def predict(self, rows: Any) -> list[int]:
+        def call(self, method: str, data: Any, **options: Any) -> list[int]:
             return [0]
 
     with pytest.raises(ValueError, match="returned 1 results for the 3 rows"):
         warm_up(Short(), {"columns": None, "data": rows})
+
+
+def test_warm_up_rows_are_not_reported_as_predictions(
+    seed_model: Model, seed_data: Any, plugin_manager: Any
+) -> None:
+    seen: list[str] = []
+
+    class Listener:
+        @hookimpl
+        def on_prediction(self, model: Model, method: str, inputs: Any, outputs: Any) -> None:
+            seen.append(method)
+
+    plugin_manager.register(Listener())
+    warm_up(seed_model, {"columns": None, "data": seed_data[0][:3].tolist()})
+    assert seen == []
+    seed_model.predict(seed_data[0][:1])  # a real prediction still is
+    assert seen == ["predict"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
