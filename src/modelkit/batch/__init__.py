@@ -230,15 +230,16 @@ def batch_predict(
     reader = open_source(source, query=query)
     _configure(reader, plan)
     writer = open_sink(sink, table=table)
-    plan.check_columns(reader.columns(), reader.describe().split(",", 1)[0])
+    described = reader.describe()  # stats every file, or hashes in-memory data: once
+    plan.check_columns(reader.columns(), described.split(",", 1)[0])
     spec = JobSpec(
-        job_id=job_id or default_job_id(info, reader, writer, plan, table),
+        job_id=job_id or default_job_id(info, described, writer, plan, table),
         table=table,
         key=plan.key_name,
         model_name=info.name,
         model_version=info.version,
         artifact_sha256=info.artifact_sha256,
-        source=reader.describe(),
+        source=described,
         outputs=plan.outputs,
         engine=engine,
         chunk_rows=chunk_rows if engine == "dask" else None,

@@ -36,10 +36,12 @@ from modelkit.batch.sinks import (
     ChunkRecord,
     JobSpec,
     JobState,
+    already_committed,
+    check_same_job,
     check_table,
     now_iso,
 )
-from modelkit.exceptions import BatchJobError, DataError, MissingDependencyError, UsageError
+from modelkit.exceptions import DataError, MissingDependencyError, UsageError
 
 __all__ = ["FORMATS", "FileSink"]
 
@@ -127,13 +129,7 @@ class FileSink:
         job_file = state_dir / "job.json"
         if job_file.exists():
             stored = json.loads(job_file.read_text())
-            differences = job.differences(stored["spec"])
-            if differences:
-                raise BatchJobError(
-                    f"job {job.job_id!r} was started with another spec "
-                    f"({'; '.join(differences)}); rerun it exactly as it was started to resume "
-                    "it, or give this run another job id"
-                )
+            check_same_job(job, stored["spec"])
             status, drift = str(stored["status"]), stored.get("drift")
         else:
             status, drift = "running", None
@@ -160,10 +156,7 @@ class FileSink:
         """Write the chunk's parts, then commit them with its progress record."""
         record_path = self._state_dir(job) / f"{output.chunk_id:012d}.json"
         if record_path.exists():
-            raise BatchJobError(
-                f"job {job.job_id!r} already committed chunk {output.chunk_id} (is another run "
-                "of the same job going on?); nothing of this chunk was written"
-            )
+            raise already_committed(job, output.chunk_id)
         if output.rows_out:
             columns = dict(output.columns)
             for name, value in zip(

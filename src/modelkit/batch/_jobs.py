@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from modelkit.batch._predict import Plan, predict_chunk
-from modelkit.exceptions import UsageError
 
 if TYPE_CHECKING:
     from modelkit.artifact import Artifact
@@ -106,13 +105,14 @@ def _from_artifact(artifact: Artifact) -> ModelInfo:
     )
 
 
-def default_job_id(info: ModelInfo, source: Source, sink: Sink, plan: Plan, table: str) -> str:
+def default_job_id(info: ModelInfo, source: str, sink: Sink, plan: Plan, table: str) -> str:
     """``job-`` and 16 hex digits of a hash of the model artifact, the input (paths, sizes,
     modification times, or the data's fingerprint), the output, the key, the carried columns,
-    the outputs and ``on_error``: rerunning the same command resumes or skips the same job."""
+    the outputs and ``on_error``: rerunning the same command resumes or skips the same job.
+    ``source`` is the input's :meth:`~modelkit.batch.sources.Source.describe`."""
     identity = {
         "artifact": info.artifact_sha256,
-        "source": source.describe(),
+        "source": source,
         "sink": sink.describe(),
         "table": table,
         "key": plan.key,
@@ -205,8 +205,6 @@ def run_local(
     collector: ProfileCollector | None = None,
 ) -> None:
     """Read and predict in a background thread, commit chunk by chunk in this one."""
-    if chunk_rows < 1:
-        raise UsageError(f"chunk_rows must be >= 1, got {chunk_rows}")
     results: queue.Queue[Any] = queue.Queue(maxsize=2)
     stop = threading.Event()
 

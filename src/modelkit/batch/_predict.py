@@ -112,7 +112,10 @@ class Plan:
         reserved = {self.key_name, *_reserved_outputs(self)}
         clash = [name for name in self.carry if name in reserved]
         if clash:
-            raise UsageError(f"carried columns {clash} would clash with the output's columns")
+            raise UsageError(
+                f"carried columns {clash} would clash with the output's columns: carry other "
+                "columns, or rename them in the input"
+            )
 
     def column_types(self) -> dict[str, str]:
         """How a text source should read each column: the numeric features as float64."""

@@ -394,7 +394,7 @@ class SqlSinkBase:
                 )
                 state = JobState(status="running")
             else:
-                _check_same_job(job, stored)
+                check_same_job(job, stored)
             conn.commit()
         except BaseException:
             conn.rollback()
@@ -472,10 +472,7 @@ class SqlSinkBase:
         except BaseException as exc:
             conn.rollback()
             if self._is_integrity_error(exc):
-                raise BatchJobError(
-                    f"job {job.job_id!r} already committed chunk {output.chunk_id} (is another "
-                    "run of the same job going on?); nothing of this chunk was written"
-                ) from exc
+                raise already_committed(job, output.chunk_id) from exc
             if self._is_missing_column(exc):
                 raise DataError(
                     f"table {self.table!r} already exists with other columns ({exc}); write to "
@@ -510,7 +507,16 @@ class SqlSinkBase:
         return attrs.evolve(state, status="finished", drift=drift)
 
 
-def _check_same_job(job: JobSpec, stored: Mapping[str, Any]) -> None:
+def already_committed(job: JobSpec, chunk_id: int) -> BatchJobError:
+    """The error for a chunk another run of the same job has already committed."""
+    return BatchJobError(
+        f"job {job.job_id!r} already committed chunk {chunk_id} (is another run of the same "
+        "job going on?); nothing of this chunk was written"
+    )
+
+
+def check_same_job(job: JobSpec, stored: Mapping[str, Any]) -> None:
+    """Raise :class:`~modelkit.exceptions.BatchJobError` when ``job`` is not the stored one."""
     differences = job.differences(stored)
     if differences:
         raise BatchJobError(
