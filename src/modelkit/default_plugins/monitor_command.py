@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelkit.cli import positive_int
 from modelkit.default_plugins.registry_commands import (
-    add_common_options,
+    add_subcommands,
     one_line,
     open_registry,
     parse_time,
@@ -175,14 +175,7 @@ class MonitorCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Declare ``check`` and ``alerts``."""
-        sub = parser.add_subparsers(
-            title="subcommands", metavar="SUBCOMMAND", dest="subcommand", required=True
-        )
-        for name, (text, add, handler) in self.subcommands.items():
-            child = sub.add_parser(name, help=text, description=text)
-            add(child)
-            add_common_options(child)
-            child.set_defaults(_handler=handler)
+        add_subcommands(parser, self.subcommands)
 
     def run(self, args: argparse.Namespace) -> int:
         """Run the sub-command; errors a user can fix exit with status 2 (no verdict)."""

@@ -210,6 +210,24 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_subcommands(
+    parser: argparse.ArgumentParser,
+    subcommands: Mapping[str, tuple[str, Callable[[argparse.ArgumentParser], None], Any]],
+) -> None:
+    """Declare one required sub-command per ``name: (help, add_arguments, handler)`` entry.
+
+    Each takes the common options; the chosen handler is left in ``args._handler``.
+    """
+    sub = parser.add_subparsers(
+        title="subcommands", metavar="SUBCOMMAND", dest="subcommand", required=True
+    )
+    for name, (text, add, handler) in subcommands.items():
+        child = sub.add_parser(name, help=text, description=text)
+        add(child)
+        add_common_options(child)
+        child.set_defaults(_handler=handler)
+
+
 @contextmanager
 def open_registry(args: argparse.Namespace) -> Iterator[Registry]:
     """Open the registry ``--registry`` names, for the length of a ``with`` block.
@@ -245,14 +263,7 @@ class _Group:
     subcommands: Mapping[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]]
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        sub = parser.add_subparsers(
-            title="subcommands", metavar="SUBCOMMAND", dest="subcommand", required=True
-        )
-        for name, (text, add, handler) in self.subcommands.items():
-            child = sub.add_parser(name, help=text, description=text)
-            add(child)
-            add_common_options(child)
-            child.set_defaults(_handler=handler)
+        add_subcommands(parser, self.subcommands)
 
     def run(self, args: argparse.Namespace) -> int:
         with open_registry(args) as registry:

@@ -380,6 +380,14 @@ def _weights(components: list[_Component]) -> list[float]:
     return [fixed.get(a, rest / others) for a in present]
 
 
+def _missing_parts(
+    ref_missing: int, cur_missing: int, rows: tuple[int, int], z: float
+) -> tuple[list[_Component], list[_Effect]]:
+    """The missing-rate test and effect, as the first entries of a feature's lists."""
+    missing, effect = _missing(ref_missing, rows[0], cur_missing, rows[1], z)
+    return ([] if missing is None else [missing]), [effect]
+
+
 def _combine(
     components: list[_Component], effects: list[_Effect], margins: Mapping[str, float], detail: str
 ) -> _Result:
@@ -396,12 +404,7 @@ def _numeric(
     ref: NumericProfile, cur: NumericProfile, z: float, config: DriftConfig, rows: tuple[int, int]
 ) -> _Result:
     margins = config.margins
-    components: list[_Component] = []
-    effects: list[_Effect] = []
-    missing, missing_effect = _missing(ref.missing, rows[0], cur.missing, rows[1], z)
-    effects.append(missing_effect)
-    if missing is not None:
-        components.append(missing)
+    components, effects = _missing_parts(ref.missing, cur.missing, rows, z)
     n, m = ref.count, cur.count
     detail = ""
     if min(n, m) >= config.min_rows:
@@ -420,8 +423,8 @@ def _numeric(
             components.append(_Component("shape", p_chi, statistic))
         effects.append(_wasserstein(a, b, n, m, z))
         detail = _numeric_detail(ref, cur)
-    elif missing is None:
-        return _Result(None, "-", missing_effect, margins["missing"], "", False)
+    elif not components:
+        return _Result(None, "-", effects[0], margins["missing"], "", False)
     return _combine(components, effects, margins, detail)
 
 
@@ -442,12 +445,7 @@ def _categorical(
     untracked: Mapping[str, int],
 ) -> _Result:
     margins = config.margins
-    components: list[_Component] = []
-    effects: list[_Effect] = []
-    missing, missing_effect = _missing(ref.missing, rows[0], cur.missing, rows[1], z)
-    effects.append(missing_effect)
-    if missing is not None:
-        components.append(missing)
+    components, effects = _missing_parts(ref.missing, cur.missing, rows, z)
     n, m = ref.count, cur.count
     detail = ""
     if min(n, m) >= config.min_rows:
@@ -479,8 +477,8 @@ def _categorical(
         else:
             effects.append(_total_variation(a, b, n, m, z))
         detail = f"{names[top]!r} {a[top] / n:.1%} → {b[top] / m:.1%}"
-    elif missing is None:
-        return _Result(None, "-", missing_effect, margins["missing"], "", False)
+    elif not components:
+        return _Result(None, "-", effects[0], margins["missing"], "", False)
     return _combine(components, effects, margins, detail)
 
 
