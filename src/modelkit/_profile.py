@@ -794,15 +794,16 @@ def _categorical_against(
 ) -> CategoricalProfile:
     level_counts = np.zeros(len(levels), dtype=np.int64)
     if levels and uniques.size:
-        # one np.unique over levels and values, not searchsorted: numpy's searchsorted
-        # cannot compare long StringDType strings held by two different arrays
-        reference = np.array(levels, dtype=StringDType())
-        _, ids = np.unique(np.concatenate((reference, uniques)), return_inverse=True)
-        slot = np.full(len(levels) + uniques.size, -1, dtype=np.intp)
-        slot[ids[: len(levels)]] = np.arange(len(levels))
-        position = slot[ids[len(levels) :]]
-        hit = position >= 0
-        level_counts[position[hit]] = counts[hit]  # uniques are distinct: one hit per level
+        # ``uniques`` come sorted from np.unique, in code point order, which is also how
+        # Python compares str: look the few levels up among them as Python strings. numpy's
+        # StringDType cannot be trusted here: its searchsorted cannot compare long strings
+        # held by two arrays, and np.unique over a concatenation of two such arrays has
+        # crashed the interpreter (numpy 2.4).
+        ordered = uniques.astype(object)
+        reference = np.array(levels, dtype=object)
+        at = np.minimum(np.searchsorted(ordered, reference), ordered.size - 1)
+        hit = ordered[at] == reference
+        level_counts[hit] = counts[at[hit]]  # uniques are distinct: one hit per level
     return CategoricalProfile(
         name=name,
         levels=levels,
