@@ -14,6 +14,7 @@ Schema (every table prefixed ``modelkit_``)::
     alias_events append-only (triggers refuse UPDATE and DELETE); ordered by an identity id
     runs         id (uuid4 hex), name, status, times, JSON params/metrics/cv_scores/tags, ...
     predictions  served predictions by id: model name and version, time, rows, JSON outputs
+                 and (schema 4) JSON input rows
     feedback     prediction id (FK) -> JSON labels, received_at; one row per prediction
     alerts       monitoring alerts: identity id, model name and version, kind, time, JSON
 
@@ -253,10 +254,15 @@ def _create_v3(tx: Tx) -> None:
         tx.execute(tx.backend.ddl(statement))
 
 
+def _add_v4(tx: Tx) -> None:
+    tx.execute(tx.backend.ddl("ALTER TABLE modelkit_predictions ADD COLUMN inputs {json}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "models, versions, aliases, append-only alias events, runs", _create_v1),
     Migration(2, "served predictions and their delayed labels (feedback)", _create_v2),
     Migration(3, "monitoring alerts (drift, performance, health)", _create_v3),
+    Migration(4, "the input rows of served predictions", _add_v4),
 )
 """Every schema step, in order; the last one's version is :data:`SCHEMA_VERSION`."""
 
@@ -274,8 +280,8 @@ _R_COLS = (
     "id, name, status, started_at, ended_at, params, metrics, cv_scores, fit_time, "
     "dataset_fingerprint, error, parent_id, tags, version"
 )
-_P_COLS = "id, name, version, at, n_rows, outputs"
-_F_COLS = "p.id, p.name, p.version, p.at, f.received_at, p.n_rows, p.outputs, f.labels"
+_P_COLS = "id, name, version, at, n_rows, outputs, inputs"
+_F_COLS = "p.id, p.name, p.version, p.at, f.received_at, p.n_rows, p.outputs, f.labels, p.inputs"
 _A_COLS = "id, name, version, kind, at, details"
 _IN_CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit
 
@@ -981,6 +987,7 @@ class SQLBackend:
             at=self.from_db_time(row[3]),
             rows=int(row[4]),
             outputs=None if row[5] is None else self.from_db_json(row[5]),
+            inputs=None if row[6] is None else self.from_db_json(row[6]),
         )
 
     def record_predictions(self, predictions: Sequence[PredictionRecord]) -> None:
@@ -993,12 +1000,13 @@ class SQLBackend:
                 self.to_db_time(p.at),
                 p.rows,
                 None if p.outputs is None else self.to_db_json(p.outputs),
+                None if p.inputs is None else self.to_db_json(p.inputs),
             )
             for p in predictions
         ]
         with self.transaction(write=True) as tx:
             tx.execute_many(
-                f"INSERT INTO modelkit_predictions ({_P_COLS}) VALUES (?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO modelkit_predictions ({_P_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING",
                 rows,
             )
@@ -1086,6 +1094,7 @@ class SQLBackend:
                 rows=int(row[5]),
                 outputs=None if row[6] is None else self.from_db_json(row[6]),
                 labels=self.from_db_json(row[7]),
+                inputs=None if row[8] is None else self.from_db_json(row[8]),
             )
             for row in rows
         ]

@@ -353,7 +353,9 @@ class PredictionRecord:
     ``id`` is the prediction id the server answered; ``name`` and ``version`` the served
     model (``version`` is ``None`` for a model served in-process); ``at`` when it was made;
     ``rows`` how many rows it predicted; ``outputs`` the ``predict`` results, one JSON value
-    per row, or ``None`` when they were not recorded.
+    per row, or ``None`` when they were not recorded; ``inputs`` the rows the model was given,
+    one list of feature values per row in its Signature's order, or ``None`` when they were
+    not recorded (retraining on served traffic needs them).
     """
 
     id: str = attrs.field(validator=_check_prediction_id)
@@ -362,6 +364,15 @@ class PredictionRecord:
     at: datetime = attrs.field(converter=_utc)
     rows: int = attrs.field(validator=_check_rows)
     outputs: list[Any] | None = None
+    inputs: list[Any] | None = attrs.field(default=None)
+
+    @inputs.validator
+    def _check_inputs(self, _: attrs.Attribute[Any], value: list[Any] | None) -> None:
+        if value is not None and len(value) != self.rows:
+            raise UsageError(
+                f"prediction {self.id!r} has {self.rows} row(s) but {len(value)} recorded "
+                "input row(s); inputs holds one row per predicted row, or None"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -374,6 +385,7 @@ class Feedback:
 
     ``labels`` holds one value per predicted row (``None`` where the truth is unknown);
     ``outputs`` the recorded ``predict`` results (``None`` when not recorded);
+    ``inputs`` the recorded input rows (``None`` when not recorded);
     ``received_at`` when the labels arrived (a later label replaces an earlier one).
     """
 
@@ -385,6 +397,7 @@ class Feedback:
     rows: int
     outputs: list[Any] | None
     labels: list[Any]
+    inputs: list[Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (times as ISO 8601 UTC)."""

@@ -669,6 +669,20 @@ class RegistryConformance:
         with Registry(registry_url, artifacts=artifacts_url) as reopened:
             assert reopened.feedback("churn") == got
 
+    def test_recorded_input_rows_come_back_with_their_labels(self, registry: Registry) -> None:
+        at = datetime(2024, 5, 1, tzinfo=timezone.utc)
+        rows = [[0.5, "a", None], [1e-300, "é", 3]]
+        record = PredictionRecord(
+            id="with-inputs", name="churn", version=2, at=at, rows=2, outputs=[0, 1], inputs=rows
+        )
+        registry.record_predictions([record])
+        assert registry.prediction("with-inputs") == record
+        registry.add_feedback({"with-inputs": [1, 1]}, at=at + timedelta(hours=1))
+        (got,) = registry.feedback("churn")
+        assert (got.inputs, got.outputs, got.labels) == (rows, [0, 1], [1, 1])
+        with pytest.raises(UsageError, match="2 row"):
+            PredictionRecord(id="bad", name="churn", at=at, rows=2, inputs=[[1.0]])
+
     def test_a_later_label_replaces_the_earlier_one_and_since_finds_it(
         self, registry: Registry
     ) -> None:

@@ -64,15 +64,20 @@ def test_a_database_without_alerts_is_migrated_in_place(tmp_path: Path) -> None:
 
     from modelkit._sql import MIGRATIONS
     from modelkit.default_plugins.sqlite_registry import SQLiteBackend
-    from modelkit.registry import PredictionRecord
 
     url = f"sqlite://{(tmp_path / 'old.db').as_posix()}"
     old = SQLiteBackend(url, migrations=MIGRATIONS[:2])
     at = datetime(2024, 6, 1, tzinfo=timezone.utc)
-    old.record_predictions([PredictionRecord(id="p", name="churn", at=at, rows=1)])
+    with old.transaction(write=True) as tx:  # a row as schema 2 holds it
+        tx.execute(
+            "INSERT INTO modelkit_predictions (id, name, version, at, n_rows, outputs) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            ("p", "churn", None, old.to_db_time(at), 1, None),
+        )
     old.close()
     with Registry(url, artifacts=str(tmp_path / "artifacts")) as registry:
         assert registry.backend.schema_version() == MIGRATIONS[-1].version  # type: ignore[attr-defined]
         assert registry.prediction("p").rows == 1
+        assert registry.prediction("p").inputs is None  # recorded before inputs were kept
         registry.record_alert("churn", "drift", {"verdict": "drift"})
         assert [a.kind for a in registry.alerts()] == ["drift"]
