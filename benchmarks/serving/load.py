@@ -29,6 +29,11 @@ class Point:
     max_ms: float
     non_2xx: int
     socket_errors: dict[str, int]
+    cpu_s: float | None = None
+    """CPU seconds the server's processes spent during the run (``None``: not measured)."""
+    background_cpu_s: dict[str, float] | None = None
+    """modelkit's own account of its background threads' CPU seconds during the run, by task
+    (``drift``, ``checks``, ``record``), from ``/metrics``."""
 
     @property
     def ok_per_s(self) -> float:

@@ -5,9 +5,10 @@ request, in its own protocol, at each concurrency for a fixed time after a warm-
 timing, every server's answers are checked against the estimator's own ``predict``.
 
 Run: ``python benchmarks/serving/run.py [--duration 10] [--warmup 3] [--concurrency 1,16,64]
-[--rounds 1] [--only NAME,...] [--quick] [--profile] [--json out.json]
+[--rounds 1] [--only NAME,...] [--quick] [--monitoring] [--profile] [--json out.json]
 [--modelkit-args "..."] [--modelkit-rev REV] [--out DIR]``.
-See README.md beside this file.
+``--monitoring`` runs only modelkit with monitoring (and input recording) on and off, at c=64,
+and reports CPU per request (about 2 minutes). See README.md beside this file.
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ from typing import Any
 
 import attrs
 import envs
+import monitoring
 from artifacts import SEED_ROW, Seed, train_seed
 from load import Point, run_wrk, wrk_command
 from processes import Processes, post, wait_ready
 from profiling import Profile, record
 from report import OURS, Outcome, combine, machine, markdown
-from servers import HOST, MODELKIT_ARGS_ENV, SERVERS, Context, ServerSpec, free_port, modelkit_args
+from servers import (
+    HOST,
+    MODELKIT_ARGS_ENV,
+    MONITORING_SERVERS,
+    SERVERS,
+    Context,
+    ServerSpec,
+    free_port,
+    modelkit_args,
+)
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -54,6 +65,7 @@ class Plan:
     wrk: str
     py_spy: str | None = None
     modelkit_source: str = "the working tree (installed, editable)"
+    monitoring: bool = False
     load_average: tuple[float, ...] = attrs.field(factory=os.getloadavg)
 
 
@@ -62,7 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per point (10)")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per server (3)")
-    parser.add_argument("--concurrency", default="1,16,64", help="connections (1,16,64)")
+    parser.add_argument(
+        "--concurrency", help="connections (1,16,64; 64 with --monitoring)", default=None
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -71,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", help="comma list of servers: " + ",".join(_names()))
     parser.add_argument("--quick", action="store_true", help="3 s points, 1 s warm-up")
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="only modelkit with monitoring and input recording on and off: CPU per request",
+    )
     parser.add_argument("--profile", action="store_true", help=f"py-spy {OURS} (see README)")
     parser.add_argument("--json", type=Path, help="also save the raw results here")
     parser.add_argument(
@@ -88,20 +107,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _names() -> list[str]:
-    return [spec.name for spec in SERVERS]
+def _names(specs: tuple[ServerSpec, ...] = SERVERS) -> list[str]:
+    return [spec.name for spec in specs]
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     """Check the command line and the tools; exit with a message when something is wrong."""
-    chosen = args.only.split(",") if args.only else _names()
-    unknown = sorted(set(chosen) - set(_names()))
+    specs = MONITORING_SERVERS if args.monitoring else SERVERS
+    chosen = args.only.split(",") if args.only else _names(specs)
+    unknown = sorted(set(chosen) - set(_names(specs)))
     if unknown:
-        raise SystemExit(f"error: unknown server(s) {unknown}; choose among {_names()}")
+        raise SystemExit(f"error: unknown server(s) {unknown}; choose among {_names(specs)}")
+    concurrency = args.concurrency or ("64" if args.monitoring else "1,16,64")
     try:
-        levels = [int(c) for c in args.concurrency.split(",")]
+        levels = [int(c) for c in concurrency.split(",")]
     except ValueError as exc:
-        message = f"error: --concurrency takes numbers like 1,16,64, not {args.concurrency!r}"
+        message = f"error: --concurrency takes numbers like 1,16,64, not {concurrency!r}"
         raise SystemExit(message) from exc
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or min(levels) < 1:
         raise SystemExit("error: --rounds, --duration and each concurrency must be 1 or more")
@@ -111,9 +132,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         warmup=1 if args.quick else args.warmup,
         rounds=args.rounds,
         concurrency=levels,
-        servers=[spec for spec in SERVERS if spec.name in chosen],
+        servers=[spec for spec in specs if spec.name in chosen],
         profile=args.profile,
         wrk=envs.ensure_wrk(),
+        monitoring=args.monitoring,
     )
 
 
@@ -162,8 +184,16 @@ def run_server(
         check_answers(spec, url, ctx.seed)
         if plan.warmup:
             measure(plan, spec, url, max(plan.concurrency), plan.warmup)
+        metrics_url = f"http://{HOST}:{port}/metrics" if spec.name.startswith("modelkit") else None
         for concurrency in plan.concurrency:
+            cpu = monitoring.group_cpu_seconds(process.pid)
+            background = monitoring.background_cpu(metrics_url)
             point = measure(plan, spec, url, concurrency, plan.duration)
+            cpu = monitoring.group_cpu_seconds(process.pid) - cpu
+            after = monitoring.background_cpu(metrics_url)
+            point = attrs.evolve(
+                point, cpu_s=cpu, background_cpu_s=monitoring.difference(background, after)
+            )
             print(f"   c={concurrency:<3} {_summary(point)}", flush=True)
             outcome.points.append(point)
         if plan.profile and first and spec.name == OURS:
@@ -177,9 +207,12 @@ def run_server(
 
 
 def _summary(point: Point) -> str:
+    cpu = ""
+    if point.cpu_s is not None and point.requests:
+        cpu = f"  CPU {point.cpu_s / point.requests * 1e6:6.1f} µs/req"
     return (
         f"{point.ok_per_s:9,.0f} req/s  p50 {point.p50_ms:7.2f} ms  p99 {point.p99_ms:7.2f} ms"
-        f"  errors {point.describe_errors()}"
+        f"  errors {point.describe_errors()}{cpu}"
     )
 
 
@@ -275,6 +308,8 @@ def write(args: argparse.Namespace, plan: Plan, ctx: Context, outcomes: list[Out
     """Print the report; save it (and ``--json``) and say where."""
     facts = machine(plan.wrk)
     text = markdown(outcomes, facts, _settings(plan, ctx))
+    if plan.monitoring:
+        text += "\n" + "\n".join(monitoring.table(outcomes, max(plan.concurrency))) + "\n"
     run_dir = ctx.run_dir
     (run_dir / "report.md").write_text(text)
     print("\n" + text)

@@ -7,12 +7,13 @@ import os
 import shlex
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import artifacts
 import attrs
+import monitoring
 from envs import HERE, Venv, ensure_venv
 from processes import Launch
 
@@ -196,7 +197,9 @@ def modelkit_args(option: str | None) -> list[str]:
     return shlex.split(os.environ.get(MODELKIT_ARGS_ENV, "")) + shlex.split(option or "")
 
 
-def _modelkit(backend: str) -> Callable[[Context, int], Launch]:
+def _modelkit(
+    backend: str, options: Sequence[str] = (), suffix: str = ""
+) -> Callable[[Context, int], Launch]:
     def launch(ctx: Context, port: int) -> Launch:
         env = ctx.modelkit_env()
         home = ctx.once(
@@ -209,7 +212,8 @@ def _modelkit(backend: str) -> Callable[[Context, int], Launch]:
         argv += ["--backend", backend, "--workers", "1", "--host", HOST, "--port", str(port)]
         argv += ["--registry", str(home)]
         env["MODELKIT_HOME"] = str(home)
-        return Launch([*argv, *ctx.modelkit_args], ctx.folder(f"modelkit-{backend}"), env)
+        argv += [*options, *ctx.modelkit_args]
+        return Launch(argv, ctx.folder(f"modelkit-{backend}{suffix}"), env)
 
     return launch
 
@@ -246,3 +250,17 @@ SERVERS = (
     ),
 )
 """Every server, in the order they run and appear in the table."""
+
+MONITORING_SERVERS = tuple(
+    ServerSpec(
+        f"modelkit-{backend}{suffix}",
+        f"modelkit serve, {backend}, {about}",
+        SEED,
+        None,
+        _OURS,
+        _modelkit(backend, options, suffix),
+    )
+    for backend in monitoring.BACKENDS
+    for suffix, (about, options) in monitoring.VARIANTS.items()
+)
+"""modelkit with monitoring (and input recording) on and off: ``run.py --monitoring``."""

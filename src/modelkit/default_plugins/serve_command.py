@@ -4,7 +4,8 @@
 
     modelkit serve churn@production [fraud/7 legacy=churn/3 …] [--backend auto|stdlib|…]
         [--workers N] [--host 127.0.0.1] [--port 8000] [--drain-timeout 30] [--request-timeout S]
-        [--watch SECONDS] [--registry URL]
+        [--watch SECONDS] [--registry URL] [--no-monitor] [--monitor-window ROWS]
+        [--slo-p99-ms MS] [--slo-error-rate FRACTION] [--no-record-inputs]
 
 Prints one line saying what it serves and where, then serves until SIGTERM or Ctrl-C, which
 stop it gracefully (readiness 503 at once, requests in flight finish) with exit status 0.
@@ -12,6 +13,11 @@ stop it gracefully (readiness 503 at once, requests in flight finish) with exit 
 Models served from an alias (``churn@production``) follow it: every ``--watch`` seconds, on
 SIGHUP, or on an authenticated ``POST /admin/reload``, a moved alias's new version is
 loaded, verified and warmed up in the background, then swapped in without dropping a request.
+
+The served models are monitored (drift on every batch against their artifact's profile,
+performance from the labels sent to ``POST /feedback``, health in ``/metrics`` with optional
+service-level objectives); alerts go to the hooks and the registry (``modelkit monitor
+alerts``). ``--no-monitor`` turns that off.
 """
 
 from __future__ import annotations
@@ -113,6 +119,25 @@ def _milliseconds(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
+
+
+def _positive_milliseconds(text: str) -> float:
+    """argparse type: a number of milliseconds > 0."""
+    value = _milliseconds(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of milliseconds > 0, got {text!r}")
+    return value
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -183,6 +208,40 @@ class ServeCommand:
             action="store_true",
             help="compute every request on its own",
         )
+        monitoring = parser.add_argument_group("monitoring (see docs/monitoring.md)")
+        monitoring.add_argument(
+            "--no-monitor",
+            action="store_true",
+            help="do not monitor the served models (no drift, performance or SLO alerts)",
+        )
+        monitoring.add_argument(
+            "--monitor-window",
+            type=positive_int,
+            default=10_000,
+            metavar="ROWS",
+            help="rows per drift window; each full window is checked (default: 10000)",
+        )
+        monitoring.add_argument(
+            "--slo-p99-ms",
+            type=_positive_milliseconds,
+            default=None,
+            metavar="MS",
+            help="alert when a model's 99th latency percentile over the last minute exceeds "
+            "MS milliseconds (default: no objective)",
+        )
+        monitoring.add_argument(
+            "--slo-error-rate",
+            type=_fraction,
+            default=None,
+            metavar="FRACTION",
+            help="alert when the share of a model's requests failing with 5xx over the last "
+            "minute exceeds FRACTION, e.g. 0.01 (default: no objective)",
+        )
+        monitoring.add_argument(
+            "--no-record-inputs",
+            action="store_true",
+            help="record predictions without their input rows (ids, counts and outputs only)",
+        )
         parser.add_argument(
             "--registry",
             metavar="URL",
@@ -191,8 +250,10 @@ class ServeCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
+        from modelkit.monitoring.health import SLO
         from modelkit.servers import get_server
         from modelkit.serving.core import App, BatchOptions
+        from modelkit.serving.monitoring import MonitorOptions
 
         _configure_logging()
         server = get_server(args.backend)  # an unknown or missing backend fails first
@@ -208,6 +269,15 @@ class ServeCommand:
                 max_wait_ms=args.max_wait_ms,
                 max_queue=args.max_queue,
             ),
+            monitor=not args.no_monitor,
+            monitor_options=MonitorOptions(
+                window=args.monitor_window,
+                slo=SLO(
+                    p99_seconds=None if args.slo_p99_ms is None else args.slo_p99_ms / 1000,
+                    error_rate=args.slo_error_rate,
+                ),
+            ),
+            record_inputs=not args.no_record_inputs,
         )
 
         def ready(url: str) -> None:

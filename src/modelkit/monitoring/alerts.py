@@ -1,8 +1,15 @@
-"""Storing alerts in the registry's database, so that their history survives restarts."""
+"""Storing alerts in the registry's database, so that their history survives restarts.
+
+:func:`store_alert` records one (a registry that cannot take it only warns);
+:func:`already_stored` tells whether an equivalent alert is stored already, so that several
+processes watching the same data (the workers of one server reading the same labels) store
+it once.
+"""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +19,7 @@ if TYPE_CHECKING:
     from modelkit.monitoring.monitor import Monitor
     from modelkit.registry import Registry
 
-__all__ = ["store_alert"]
+__all__ = ["already_stored", "store_alert"]
 
 
 def store_alert(
@@ -39,3 +46,31 @@ def store_alert(
             ),
             stacklevel=3,
         )
+
+
+def already_stored(
+    registry: Registry,
+    name: str,
+    kind: str,
+    *,
+    since: datetime,
+    version: int | None = None,
+    match: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether an alert of model ``name`` and ``kind`` raised at or after ``since`` is stored.
+
+    Only alerts of ``version`` (when given) whose details hold every item of ``match`` count.
+    A registry that cannot answer says ``False`` (the alert is then stored again rather than
+    lost).
+    """
+    try:
+        found = registry.alerts(name, kind=kind, since=since)
+    except ModelkitError:
+        return False
+    wanted = dict(match or {})
+    for alert in found:
+        if version is not None and alert.version != version:
+            continue
+        if all(alert.details.get(key) == value for key, value in wanted.items()):
+            return True
+    return False

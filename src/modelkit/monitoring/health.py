@@ -130,6 +130,7 @@ class HealthTracker:
     _queue: int = attrs.field(init=False, default=0)
     _load: dict[str, float] = attrs.field(init=False, factory=dict)
     _firing: set[tuple[str, str]] = attrs.field(init=False, factory=set)
+    _seen: dict[str, tuple[list[int], int, int, float]] = attrs.field(init=False, factory=dict)
 
     def _pane_id(self) -> int:
         return math.floor(self.clock() / (self.window_seconds / PANES))
@@ -150,6 +151,44 @@ class HealthTracker:
                 target.counts[index] += 1
                 target.total += 1
                 target.errors += not ok
+                target.seconds += seconds
+
+    def observe_totals(
+        self, model: str, counts: list[int], *, errors: int, total: int, seconds: float
+    ) -> None:
+        """Count the requests of ``model`` from cumulative figures kept elsewhere.
+
+        ``counts`` is a cumulative latency histogram on :data:`LATENCY_BUCKETS` (one more
+        count for ``+Inf``), ``errors`` the 5xx answers among the ``total`` requests,
+        ``seconds`` their total latency: what a serving application's own metrics keep. What
+        grew since the previous call counts as requests of now, so calling this every few
+        seconds (instead of :meth:`observe_request` per request) costs nothing per request.
+        """
+        if len(counts) != len(LATENCY_BUCKETS) + 1:
+            raise UsageError(
+                f"counts must have {len(LATENCY_BUCKETS) + 1} values (the latency buckets and "
+                f"+Inf), got {len(counts)}"
+            )
+        pane_id = self._pane_id()
+        with self._lock:
+            before = self._seen.get(model)
+            self._seen[model] = (list(counts), errors, total, seconds)
+            if before is not None and total >= before[2]:  # else counted afresh (a reset)
+                counts = [now - then for now, then in zip(counts, before[0], strict=True)]
+                errors, total, seconds = errors - before[1], total - before[2], seconds - before[3]
+            if total <= 0:
+                return
+            panes = self._panes.setdefault(model, {})
+            pane = panes.get(pane_id)
+            if pane is None:
+                pane = panes[pane_id] = _Pane([0] * (len(LATENCY_BUCKETS) + 1))
+                for old in [k for k in panes if k <= pane_id - PANES]:
+                    del panes[old]
+            grand = self._totals.setdefault(model, _Pane([0] * (len(LATENCY_BUCKETS) + 1)))
+            for target in (pane, grand):
+                target.counts = [a + b for a, b in zip(target.counts, counts, strict=True)]
+                target.total += total
+                target.errors += errors
                 target.seconds += seconds
 
     def set_queue_depth(self, depth: int) -> None:
@@ -232,12 +271,14 @@ class HealthTracker:
                 self.registry, None, "health", alert.to_dict(), at=alert.at, name=alert.model
             )
 
-    def render(self) -> str:
-        """The figures in the Prometheus text exposition format (for ``/metrics``)."""
-        lines = [
-            "# HELP modelkit_monitor_request_seconds Request latency seen by the monitor.",
-            "# TYPE modelkit_monitor_request_seconds histogram",
-        ]
+    def render(self, *, full: bool = True) -> str:
+        """The figures in the Prometheus text exposition format (for ``/metrics``).
+
+        ``full=False`` leaves out what a serving application's own metrics already export
+        (the latency histogram, error counts, queue depth and load time, see
+        :mod:`modelkit.serving.metrics`) and renders only the figures over the SLO window
+        (p99 latency, error rate, throughput), the objectives and which of them are broken.
+        """
         with self._lock:
             totals = {
                 m: (list(p.counts), p.total, p.errors, p.seconds) for m, p in self._totals.items()
@@ -245,6 +286,14 @@ class HealthTracker:
             windows = {m: self._window(m) for m in self._panes}
             queue_depth = self._queue
             load = dict(self._load)
+            firing = sorted(self._firing)
+        lines = self._render_window(windows, firing)
+        if not full:
+            return "\n".join(lines) + "\n"
+        lines += [
+            "# HELP modelkit_monitor_request_seconds Request latency seen by the monitor.",
+            "# TYPE modelkit_monitor_request_seconds histogram",
+        ]
         for model, (counts, total, _, seconds) in sorted(totals.items()):
             label = f'model="{_escape(model)}"'
             running = 0
@@ -265,15 +314,6 @@ class HealthTracker:
             for m, (_, _, errors, _) in sorted(totals.items())
         ]
         lines += [
-            "# HELP modelkit_monitor_throughput Requests per second over the window.",
-            "# TYPE modelkit_monitor_throughput gauge",
-        ]
-        lines += [
-            f'modelkit_monitor_throughput{{model="{_escape(m)}"}} '
-            f"{pane.total / self.window_seconds!r}"
-            for m, pane in sorted(windows.items())
-        ]
-        lines += [
             "# HELP modelkit_monitor_queue_depth Requests waiting.",
             "# TYPE modelkit_monitor_queue_depth gauge",
             f"modelkit_monitor_queue_depth {queue_depth}",
@@ -285,3 +325,57 @@ class HealthTracker:
             for m, s in sorted(load.items())
         ]
         return "\n".join(lines) + "\n"
+
+    def _render_window(self, windows: dict[str, _Pane], firing: list[tuple[str, str]]) -> list[str]:
+        """Throughput, p99 latency and error rate over the window; objectives; breaches."""
+        lines = [
+            "# HELP modelkit_monitor_throughput Requests per second over the window.",
+            "# TYPE modelkit_monitor_throughput gauge",
+        ]
+        lines += [
+            f'modelkit_monitor_throughput{{model="{_escape(m)}"}} '
+            f"{pane.total / self.window_seconds!r}"
+            for m, pane in sorted(windows.items())
+        ]
+        lines += [
+            "# HELP modelkit_monitor_window_latency_seconds Latency quantile over the window.",
+            "# TYPE modelkit_monitor_window_latency_seconds gauge",
+        ]
+        lines += [
+            f'modelkit_monitor_window_latency_seconds{{model="{_escape(m)}",quantile="0.99"}} '
+            f"{_quantile(pane.counts, 0.99)!r}"
+            for m, pane in sorted(windows.items())
+            if pane.total
+        ]
+        lines += [
+            "# HELP modelkit_monitor_error_rate Share of requests that failed over the window.",
+            "# TYPE modelkit_monitor_error_rate gauge",
+        ]
+        lines += [
+            f'modelkit_monitor_error_rate{{model="{_escape(m)}"}} {pane.errors / pane.total!r}'
+            for m, pane in sorted(windows.items())
+            if pane.total
+        ]
+        limits = {
+            "latency_p99": self.slo.p99_seconds,
+            "error_rate": self.slo.error_rate,
+            "queue_depth": self.slo.queue_depth,
+        }
+        lines += [
+            "# HELP modelkit_monitor_slo_limit A service-level objective (its limit).",
+            "# TYPE modelkit_monitor_slo_limit gauge",
+        ]
+        lines += [
+            f'modelkit_monitor_slo_limit{{rule="{rule}"}} {float(limit)!r}'
+            for rule, limit in limits.items()
+            if limit is not None
+        ]
+        lines += [
+            "# HELP modelkit_monitor_slo_breached 1 while an objective is broken.",
+            "# TYPE modelkit_monitor_slo_breached gauge",
+        ]
+        lines += [
+            f'modelkit_monitor_slo_breached{{rule="{rule}",model="{_escape(model)}"}} 1'
+            for rule, model in firing
+        ]
+        return lines

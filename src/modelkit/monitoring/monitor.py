@@ -20,6 +20,7 @@ rows); :class:`AsyncObserver` moves even that off the caller's thread, for servi
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from modelkit.registry import Registry
 
 __all__ = ["MAX_PANES", "UNITS", "AsyncObserver", "Monitor", "Window"]
+
+logger = logging.getLogger("modelkit.monitoring")
 
 UNITS = ("rows", "seconds")
 MAX_PANES = 12
@@ -331,7 +334,7 @@ class Monitor:
         return self._check(self.reference.summarize(X, outputs))
 
 
-_Item = tuple[Any, Any, Any, datetime]
+_Item = tuple[Any, Any, Any, float]  # inputs, outputs, labels, time.time() when submitted
 
 
 def _concat(parts: list[Any]) -> Any:
@@ -385,6 +388,12 @@ class AsyncObserver:
         self._stopping = False
         self.dropped = 0
         self.failed = 0
+        self.rows = 0
+        """Rows observed so far."""
+        self.windows = 0
+        """Windows closed (and checked) so far."""
+        self.cpu_seconds = 0.0
+        """CPU time the observer's thread spent observing, in seconds."""
         self._thread = threading.Thread(target=self._run, name="modelkit-monitor", daemon=True)
         self._thread.start()
 
@@ -394,15 +403,12 @@ class AsyncObserver:
         if waiting >= self._max_pending:
             self.dropped += 1
             if (self.dropped - 1) % self._warn_every == 0:
-                warnings.warn(
-                    MonitoringWarning(
-                        f"monitoring queue full: {self.dropped} batch(es) dropped so far; "
-                        "raise max_pending or observe fewer batches"
-                    ),
-                    stacklevel=2,
+                _warn(
+                    f"monitoring queue full: {self.dropped} batch(es) dropped so far; "
+                    "raise max_pending or observe fewer batches"
                 )
             return False
-        self._items.append((inputs, outputs, labels, _now()))
+        self._items.append((inputs, outputs, labels, time.time()))
         if waiting + 1 == self._batch_items:
             self._wake.set()
         return True
@@ -431,7 +437,9 @@ class AsyncObserver:
             while self._items:
                 self._idle.clear()
                 items = [self._items.popleft() for _ in range(len(self._items))]
+                started = time.thread_time()
                 self._observe(items)
+                self.cpu_seconds += time.thread_time() - started
             self._idle.set()
             if stopping:
                 return
@@ -449,19 +457,27 @@ class AsyncObserver:
                 inputs = _concat([item[0] for item in group])
                 outputs = _concat([item[1] for item in group])
                 labels = _concat([item[2] for item in group])
-                self.monitor.observe(inputs, outputs, labels=labels, at=group[-1][3])
+                at = datetime.fromtimestamp(group[-1][3], timezone.utc)
+                reports = self.monitor.observe(inputs, outputs, labels=labels, at=at)
+                self.rows += _n_rows(inputs)
+                self.windows += len(reports)
             except Exception as exc:
                 self.failed += 1
                 if (self.failed - 1) % self._warn_every == 0:
-                    warnings.warn(
-                        MonitoringWarning(
-                            f"monitor of {self.monitor.name or 'a model'} failed on a "
-                            f"batch ({type(exc).__name__}: {exc}); the batch was skipped, "
-                            "predictions are unaffected"
-                        ),
-                        stacklevel=1,
+                    _warn(
+                        f"monitor of {self.monitor.name or 'a model'} failed on a "
+                        f"batch ({type(exc).__name__}: {exc}); the batch was skipped, "
+                        "predictions are unaffected"
                     )
             start = stop
+
+
+def _warn(message: str) -> None:
+    """Warn with a :class:`MonitoringWarning`; never raise, even where warnings are errors."""
+    try:
+        warnings.warn(MonitoringWarning(message), stacklevel=3)
+    except Exception:  # an "error" filter: log instead, a request or the thread goes on
+        logger.warning("MonitoringWarning: %s", message)
 
 
 def _form(value: Any) -> tuple[Any, int] | None:

@@ -85,14 +85,15 @@ def load_models(
                     opened = open_registry(registry)
                 found = opened.resolve(item)
                 # load the exact version resolved, even if an alias moves meanwhile
-                model = opened.load(f"models:/{found.name}/{found.version}")
+                artifact = opened.load_artifact(f"models:/{found.name}/{found.version}")
                 entry = ServedModel(
                     name=name or found.name,
-                    model=model,
+                    model=artifact.model,
                     version=str(found.version),
                     uri=item,
                     sha256=found.artifact_sha256,
                     load_seconds=time.perf_counter() - started,
+                    artifact=artifact,
                 )
             if entry.name in served:
                 raise ServingError(

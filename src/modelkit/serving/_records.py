@@ -13,6 +13,7 @@ import attrs
 from modelkit.serving._http import JSON_TYPE, HeaderMap, dumps, make_headers, new_id
 
 if TYPE_CHECKING:
+    from modelkit.artifact import Artifact
     from modelkit.model import Model
     from modelkit.serving.auth import Identity
     from modelkit.serving.batching import Call
@@ -112,6 +113,8 @@ class ServedModel:
     ``version`` is the registry version as a string (``"3"``), or ``None`` for a model
     passed in-process: such a model has no version on the wire (``null`` in JSON, absent
     where the protocol makes it optional, and every ``/versions/{v}`` path is a 404).
+    ``artifact`` is the verified artifact a registry model was loaded from (its profile is the
+    reference of its monitor, its metrics the baseline of its performance), else ``None``.
     """
 
     name: str
@@ -120,6 +123,7 @@ class ServedModel:
     uri: str | None = None
     sha256: str | None = None
     load_seconds: float = 0.0
+    artifact: Artifact | None = attrs.field(default=None, repr=False, eq=False)
 
 
 Handler = Callable[["App", Request, Mapping[str, str]], "Response | Call"]

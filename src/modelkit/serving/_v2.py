@@ -492,7 +492,7 @@ def infer(app: App, request: Request, params: Mapping[str, str]) -> Response | C
             if predicted is not None:
                 predicted = _as_tensor(predicted)
             app.metrics.predicted(served.name, count)
-            app.record_prediction(served, answer_id, count, predicted)
+            app.record_prediction(served, answer_id, count, predicted, outcome.inputs)
         return _answer(served, answer_id, outputs, blobs)
 
     if not wanted:

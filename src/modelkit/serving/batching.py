@@ -57,6 +57,7 @@ logger = logging.getLogger("modelkit.serving")
 
 __all__ = [
     "AsyncBatcher",
+    "BatchObserver",
     "BatchOptions",
     "Call",
     "Outcome",
@@ -100,11 +101,16 @@ class BatchOptions:
 
 @attrs.frozen
 class Outcome:
-    """What a :class:`Call` computed: the model (and version) that did it, per-method results."""
+    """What a :class:`Call` computed: the model (and version) that did it, per-method results.
+
+    ``inputs`` are the request's rows as the model was given them (checked and coerced, in
+    the Signature's order), for recording with the prediction.
+    """
 
     served: ServedModel
     results: Mapping[str, Any]
     rows: int
+    inputs: Any = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -176,11 +182,17 @@ class Work:
 
 # -- the computation of one batch ------------------------------------------------------------
 
+BatchObserver = Callable[["ServedModel", Any, Any], None]
+"""Called once per computed batch with the served model, the rows of the requests that
+succeeded (as the model was given them) and their ``predict`` outputs (``None`` when the
+batch did not compute ``predict`` for all of them). Must not block: it hands them over."""
 
-def compute(served: ServedModel, works: list[Work]) -> None:
+
+def compute(served: ServedModel, works: list[Work], observe: BatchObserver | None = None) -> None:
     """Compute ``works`` (calls for ``served``) as one batch; set each one's outcome or error.
 
-    Never raises: every failure is attributed to the works it concerns.
+    ``observe`` (optional) is given the batch's inputs and outputs once (monitoring). Never
+    raises: every failure is attributed to the works it concerns.
     """
     started = time.perf_counter()
     model = served.model
@@ -206,19 +218,52 @@ def compute(served: ServedModel, works: list[Work]) -> None:
     _check(model, live)
     model_seconds = 0.0
     methods = dict.fromkeys(method for work in live for method in work.call.methods)
+    joined: dict[str, tuple[list[Work], Any, Any]] = {}
     for method in methods:
         group = [w for w in live if w.error is None and method in w.call.methods]
         if group:
             clock = time.perf_counter()
-            _run(model, method, group)
+            batch = _run(model, method, group)
             model_seconds += time.perf_counter() - clock
+            if batch is not None:
+                joined[method] = (group, *batch)
+    if observe is not None:
+        _observe(observe, served, live, joined)
     elapsed = time.perf_counter() - started
     for work in works:
         work.model_seconds = model_seconds
         work.batch_seconds = elapsed - model_seconds
         if work.error is None and work in live:
-            work.outcome = Outcome(served, dict(work.results), _count(work.data))
+            work.outcome = Outcome(served, dict(work.results), _count(work.data), work.data)
         work.data, work.results = None, {}
+
+
+def _observe(
+    observe: BatchObserver,
+    served: ServedModel,
+    live: list[Work],
+    joined: Mapping[str, tuple[list[Work], Any, Any]],
+) -> None:
+    """Hand the rows of the requests that succeeded, and their ``predict`` outputs, over.
+
+    In the common case (every request asked for ``predict``) the joined arrays of the model
+    call itself are handed over: no copy.
+    """
+    try:
+        ok = [work for work in live if work.error is None]
+        if not ok:
+            return
+        predicted = joined.get("predict")
+        if predicted is not None and predicted[0] == ok:
+            inputs, outputs = predicted[1], predicted[2]
+        else:
+            inputs = _join([work.data for work in ok])
+            outputs = None
+            if all("predict" in work.results for work in ok):
+                outputs = _join([work.results["predict"] for work in ok])
+        observe(served, inputs, outputs)
+    except Exception:  # monitoring never fails a batch
+        logger.warning("could not hand a batch of %r over to its monitor", served.name)
 
 
 def _count(data: Any) -> int:
@@ -268,29 +313,30 @@ def _join(parts: list[Any]) -> Any:
     return pd.concat(parts)
 
 
-def _run(model: Any, method: str, group: list[Work]) -> None:
-    """One model call for ``group``; one call per work when the joined call raises."""
+def _run(model: Any, method: str, group: list[Work]) -> tuple[Any, Any] | None:
+    """One model call for ``group``; one call per work when the joined call raises.
+
+    Returns the joined inputs and outputs of the one call, or ``None`` when it raised.
+    """
     try:
-        outputs = model.call(
-            method,
-            _join([work.data for work in group]),
-            has_missing=any(work.has_missing for work in group),
-        )
+        data = _join([work.data for work in group])
+        outputs = model.call(method, data, has_missing=any(work.has_missing for work in group))
     except Exception as exc:
         if len(group) == 1:
             group[0].error = exc
-            return
+            return None
         for work in group:
             try:
                 work.results[method] = model.call(method, work.data, has_missing=work.has_missing)
             except Exception as alone:
                 work.error = alone
-        return
+        return None
     start = 0
     for work in group:
         stop = start + _count(work.data)
         work.results[method] = outputs[start:stop]
         start = stop
+    return data, outputs
 
 
 # -- queues ----------------------------------------------------------------------------------
@@ -344,6 +390,12 @@ class _Queues:
         if options.max_wait_ms <= 0 or not options.enabled or queued >= options.size:
             return 0.0
         return options.max_wait_ms / 1000 if in_progress > 0 else 0.0
+
+
+def _observer(app: App) -> BatchObserver | None:
+    """Where the application's batches go to be monitored (``None``: nowhere)."""
+    monitoring = app.monitoring
+    return None if monitoring is None else monitoring.batch_observer()
 
 
 def _guarded(
@@ -436,13 +488,16 @@ class ThreadBatcher:
                     batch = []
             live = _expire(batch, self._app)
             if live:
-                _guarded(compute, self._app.serving(live[0].call.model), live)
+                _guarded(self._compute, self._app.serving(live[0].call.model), live)
             for work in batch:
                 if work is not mine and work.event is not None:
                     work.event.set()
             if mine.done or name is None:
                 self._hand_over()
                 return
+
+    def _compute(self, served: ServedModel, works: list[Work]) -> None:
+        compute(served, works, _observer(self._app))
 
     def _linger(self, name: str) -> None:
         """Wait (lock held) while more works for ``name`` are on their way."""
@@ -621,7 +676,7 @@ class AsyncBatcher:
 
     def _compute(self, served: ServedModel, works: list[Work]) -> None:
         started = time.perf_counter()
-        compute(served, works)
+        compute(served, works, _observer(self._app))
         seconds = (time.perf_counter() - started) / len(works)
         previous = self._cost.get(served.name, seconds)
         self._cost[served.name] = 0.8 * previous + 0.2 * seconds  # per request, smoothed

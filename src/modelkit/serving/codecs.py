@@ -91,13 +91,14 @@ def call(
 
 
 def _count(
-    app: App, served: ServedModel, result: Any, prediction_id: str, outputs: Any = None
+    app: App, outcome: Outcome, result: Any, prediction_id: str, outputs: Any = None
 ) -> None:
     """Count the rows predicted, and record the prediction for ``POST /feedback``."""
     rows = np.shape(result)
     n = int(rows[0]) if rows else 1
+    served = outcome.served
     app.metrics.predicted(served.name, n)
-    app.record_prediction(served, prediction_id, n, outputs)
+    app.record_prediction(served, prediction_id, n, outputs, outcome.inputs)
 
 
 # -- the seed protocol -----------------------------------------------------------------------
@@ -139,7 +140,7 @@ def predict(app: App, request: Request, params: Mapping[str, str]) -> Call:
             document[method] = jsonable(outcome.results[method])
         prediction_id = new_id()
         document.update(model=served.name, version=served.version, id=prediction_id)
-        _count(app, served, prediction, prediction_id, document["prediction"])
+        _count(app, outcome, prediction, prediction_id, document["prediction"])
         return Response.json(200, document)
 
     return call(served, features, ("predict", *extra), finish)
@@ -173,7 +174,7 @@ def invocations(app: App, request: Request, params: Mapping[str, str]) -> Call:
         values = jsonable(predictions)
         # the prediction id of /invocations is the request id (the X-Request-ID answered)
         recorded = values if method == "predict" else None
-        _count(app, outcome.served, predictions, request.id, recorded)
+        _count(app, outcome, predictions, request.id, recorded)
         return Response.json(200, {"predictions": values})
 
     return call(served, rows, (method,), finish)

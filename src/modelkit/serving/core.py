@@ -26,7 +26,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -34,7 +33,6 @@ import attrs
 from modelkit.exceptions import (
     DataError,
     NotFoundError,
-    RegistryError,
     SignatureError,
     UnsupportedModelError,
 )
@@ -80,6 +78,7 @@ if TYPE_CHECKING:
     from modelkit.model import Model
     from modelkit.registry import Registry
     from modelkit.serving.feedback import PredictionRecorder
+    from modelkit.serving.monitoring import MonitorOption, MonitorOptions, ServingMonitor
     from modelkit.serving.swap import ModelWatcher
 
 __all__ = [
@@ -213,6 +212,10 @@ class App:
     seconds (``None``: only when asked, by ``SIGHUP`` or ``POST /admin/reload``) the alias is
     resolved again and, when it has moved, the new version is loaded, verified and warmed up
     in the background, then swapped in atomically (see :mod:`modelkit.serving.swap`).
+
+    ``monitor`` watches every batch for drift, performance from labels, and health (see
+    :mod:`modelkit.serving.monitoring`; ``False``: off), tuned by ``monitor_options``;
+    ``record_inputs`` records each prediction's input rows with it.
     """
 
     sources: tuple[tuple[str | None, Model | str], ...]
@@ -243,6 +246,8 @@ class App:
     _static: dict[tuple[str, str], Route] = attrs.field(init=False)
     thread_batcher: ThreadBatcher = attrs.field(init=False)
     async_batcher: AsyncBatcher = attrs.field(init=False)
+    monitoring: ServingMonitor | None = attrs.field(init=False, default=None)
+    record_inputs: bool = attrs.field(init=False, default=True)
 
     def __init__(
         self,
@@ -259,6 +264,9 @@ class App:
         request_timeout: float | None = None,
         watch: float | None = None,
         batching: bool | BatchOptions | Mapping[str, bool | BatchOptions] = True,
+        monitor: MonitorOption = True,
+        monitor_options: MonitorOptions | None = None,
+        record_inputs: bool = True,
         **named: Model | str,
     ) -> None:
         """Check the model list and the options; nothing is loaded until :meth:`start`.
@@ -322,6 +330,10 @@ class App:
         }
         self.thread_batcher = ThreadBatcher(self, self.batch_options)
         self.async_batcher = AsyncBatcher(self, self.batch_options)
+        from modelkit.serving.monitoring import ServingMonitor
+
+        self.monitoring = ServingMonitor.build(monitor, monitor_options)
+        self.record_inputs = bool(record_inputs)
 
     def __repr__(self) -> str:
         """``App(state='ready', models=['seed', 'churn'])``."""
@@ -376,7 +388,11 @@ class App:
                     opened.close()
                 raise
             if opened is not None:
-                self.recorder = self._make_recorder(opened)
+                from modelkit.serving.feedback import make_recorder
+
+                self.recorder = make_recorder(self, opened)
+            if self.monitoring is not None:
+                self.monitoring.start(self, served, opened or self.registry)
             self._models = served
             for entry in served.values():
                 self.metrics.describe_model(
@@ -426,6 +442,8 @@ class App:
             load_seconds=served.load_seconds,
         )
         logger.info("now serving %s in place of %s", describe(served), describe(old))
+        if self.monitoring is not None:
+            self.monitoring.swapped(old, served)
         return old
 
     def begin_drain(self) -> None:
@@ -456,6 +474,8 @@ class App:
             self.async_batcher.close()
         if self.recorder is not None and self._state == "stopped":
             self.recorder.close(timeout=limit)
+        if self.monitoring is not None and self._state == "stopped":
+            self.monitoring.close(timeout=limit)
         return done
 
     # -- requests ----------------------------------------------------------------------------
@@ -590,12 +610,12 @@ class App:
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._cond.notify_all()
-        work = exchange.work
+        work, seconds = exchange.work, time.perf_counter() - exchange.started
         self.metrics.observe(
             exchange.template,
             exchange.label,
             response.status,
-            time.perf_counter() - exchange.started,
+            seconds,
             stages=stages,
             batch_size=0 if work is None else work.batch_size,
         )
@@ -699,15 +719,21 @@ class App:
         return self.default if name is None else self.model(name)
 
     def record_prediction(
-        self, served: ServedModel, prediction_id: str, rows: int, outputs: Any = None
+        self,
+        served: ServedModel,
+        prediction_id: str,
+        rows: int,
+        outputs: Any = None,
+        inputs: Any = None,
     ) -> None:
         """Record a prediction for ``POST /feedback`` (a no-op without a registry).
 
-        ``outputs`` is the ``predict`` result, or ``None`` when it was not computed. Never
-        blocks and never raises: the record is written by a background thread.
+        ``outputs`` is the ``predict`` result, or ``None`` when it was not computed; ``inputs``
+        the rows the model was given. Never blocks and never raises: the record is written
+        by a background thread.
         """
         if self.recorder is not None:
-            self.recorder.record(served, prediction_id, rows, outputs)
+            self.recorder.record(served, prediction_id, rows, outputs, inputs)
 
     def feedback_unavailable(self) -> str:
         """Why this application does not take ``POST /feedback``."""
@@ -744,27 +770,6 @@ class App:
         if self._state == "draining" and accepted is not None and accepted < self._drain_began:
             return  # its connection was accepted before the drain: it is answered
         raise self.unavailable()
-
-    def _make_recorder(self, opened: Registry) -> PredictionRecorder:
-        """A recorder writing through ``opened``, or through its own connections to it.
-
-        A registry the caller gave is reopened, so that closing it never closes a connection
-        the writer thread is using; a registry this application opened is its own.
-        """
-        from modelkit.serving.feedback import PredictionRecorder
-
-        target, owned = opened, opened is not self.registry
-        if not owned:
-            try:
-                target, owned = opened.reopen(), True
-            except RegistryError:
-                logger.info("recording predictions through the registry given: %s", opened.url)
-        days = self.feedback_retention_days
-        return PredictionRecorder(
-            target,
-            retention=None if days is None else timedelta(days=days),
-            owns_registry=owned,
-        )
 
     def _feedback_registry(self) -> Registry | None:
         """The registry predictions are recorded in, opened if need be (``None``: none)."""
@@ -871,7 +876,8 @@ def _readyz(app: App, request: Request, params: Mapping[str, str]) -> Response:
 def _metrics(app: App, request: Request, params: Mapping[str, str]) -> Response:
     app.metrics.queued = app.thread_batcher.waiting + app.async_batcher.waiting
     app.metrics.in_flight = app.in_flight
-    return Response.text(200, app.metrics.render(), METRICS_TYPE)
+    health = "" if app.monitoring is None else app.monitoring.render()
+    return Response.text(200, app.metrics.render() + health, METRICS_TYPE)
 
 
 def _openapi(app: App, request: Request, params: Mapping[str, str]) -> Response:

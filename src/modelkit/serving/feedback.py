@@ -1,7 +1,8 @@
 """Delayed labels: prediction ids recorded in the registry, and ``POST /feedback``.
 
 Every prediction a served application answers is recorded in its registry's database
-(prediction id, model name and version, time, row count and the ``predict`` outputs), so that
+(prediction id, model name and version, time, row count, the ``predict`` outputs and, unless
+``record_inputs=False``, the input rows as the model was given them), so that
 labels known only later (a chargeback a month after the fraud score) can be attached to it::
 
     POST /feedback   {"id": "5e72…", "label": 1}
@@ -32,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import numpy as np
 
 from modelkit.exceptions import NotFoundError, RegistryError, UsageError
 from modelkit.registry import MAX_PREDICTION_ID, PredictionRecord
@@ -48,6 +50,8 @@ __all__ = [
     "MAX_RECORDED_OUTPUTS",
     "PredictionRecorder",
     "feedback",
+    "json_rows",
+    "make_recorder",
     "parse_feedback",
 ]
 
@@ -88,13 +92,20 @@ class PredictionRecorder:
         retention: timedelta | None = timedelta(days=DEFAULT_RETENTION_DAYS),
         max_pending_rows: int = MAX_PENDING_ROWS,
         owns_registry: bool = False,
+        record_inputs: bool = True,
     ) -> None:
-        """Record into ``registry``; nothing starts until the first record."""
+        """Record into ``registry``; nothing starts until the first record.
+
+        ``record_inputs=False`` records no input rows (ids, counts and outputs only).
+        """
         self.registry = registry
+        self.record_inputs = record_inputs
         self.retention = retention
         self.max_pending_rows = max_pending_rows
         self.owns_registry = owns_registry
         self.dropped = 0
+        self.cpu_seconds = 0.0
+        """CPU time the writer thread spent converting and writing records, in seconds."""
         self._reset()
 
     def _reset(self) -> None:
@@ -120,12 +131,19 @@ class PredictionRecorder:
         return self._queued - self._done
 
     def record(
-        self, served: ServedModel, prediction_id: str, rows: int, outputs: Any = None
+        self,
+        served: ServedModel,
+        prediction_id: str,
+        rows: int,
+        outputs: Any = None,
+        inputs: Any = None,
     ) -> bool:
         """Queue one prediction; return whether it was accepted (never blocks or raises).
 
         ``outputs`` is the ``predict`` result (an array or a list, one value per row) or
-        ``None``; it is made JSON-ready by the writer thread, off the request path.
+        ``None``; ``inputs`` the rows the model was given (an array or a DataFrame in the
+        Signature's order) or ``None``. Both are kept by reference and made JSON-ready by the
+        writer thread, off the request path.
         """
         try:
             if os.getpid() != self._pid:  # a forked worker: fresh queue, lock and thread
@@ -139,6 +157,7 @@ class PredictionRecorder:
                 datetime.now(timezone.utc),
                 rows,
                 None if rows > MAX_RECORDED_OUTPUTS else outputs,
+                None if rows > MAX_RECORDED_OUTPUTS or not self.record_inputs else inputs,
             )
             with self._cond:
                 if self._closed:
@@ -212,7 +231,9 @@ class PredictionRecorder:
                 batch = list(self._queue)
                 self._queue.clear()
                 self._pending_rows = 0
+            started = time.thread_time()
             self._write(batch)
+            self.cpu_seconds += time.thread_time() - started
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
@@ -223,7 +244,8 @@ class PredictionRecorder:
 
     def _write(self, batch: list[_Pending]) -> None:
         try:
-            records = [item.to_record() for item in batch]
+            inputs = _batch_inputs(batch)
+            records = [item.to_record(rows) for item, rows in zip(batch, inputs, strict=True)]
             self.registry.record_predictions(records)
         except Exception as exc:
             self.dropped += len(batch)
@@ -265,8 +287,10 @@ class _Pending:
     at: datetime
     rows: int
     outputs: Any
+    inputs: Any = None
 
-    def to_record(self) -> PredictionRecord:
+    def to_record(self, inputs: list[list[Any]] | None = None) -> PredictionRecord:
+        """The record to write, with ``inputs`` already made JSON-ready (:func:`_batch_inputs`)."""
         return PredictionRecord(
             id=self.id,
             name=self.name,
@@ -274,7 +298,37 @@ class _Pending:
             at=self.at,
             rows=self.rows,
             outputs=_json_outputs(self.outputs),
+            inputs=inputs,
         )
+
+
+def _batch_inputs(batch: list[_Pending]) -> list[list[list[Any]] | None]:
+    """The JSON-ready input rows of every pending record (``None`` where there are none).
+
+    Float arrays of one width (what JSON requests of a numeric model give) are converted
+    together, in one pass over the joined array: converting them one by one would cost more
+    than writing them. Rows that cannot be converted are left out; the prediction is kept.
+    """
+    found: list[list[list[Any]] | None] = [None] * len(batch)
+    groups: dict[int, list[int]] = {}
+    for index, item in enumerate(batch):
+        value = item.inputs
+        if type(value) is np.ndarray and value.ndim == 2 and value.dtype.kind == "f":
+            if value.shape[0] == item.rows:
+                groups.setdefault(value.shape[1], []).append(index)
+            continue
+        try:
+            found[index] = json_rows(value, item.rows)
+        except Exception:  # rows that cannot be written must not lose the prediction
+            found[index] = None
+    for members in groups.values():
+        rows = jsonable(np.concatenate([batch[index].inputs for index in members]))
+        start = 0
+        for index in members:
+            stop = start + batch[index].rows
+            found[index] = rows[start:stop]
+            start = stop
+    return found
 
 
 def _json_outputs(outputs: Any) -> list[Any] | None:
@@ -283,6 +337,47 @@ def _json_outputs(outputs: Any) -> list[Any] | None:
         return None
     values = outputs if isinstance(outputs, list) else jsonable(outputs)
     return values if isinstance(values, list) else [values]
+
+
+def make_recorder(app: App, opened: Registry) -> PredictionRecorder:
+    """The recorder of ``app``, writing through ``opened`` or through its own connections.
+
+    A registry the caller gave is reopened, so that closing it never closes a connection
+    the writer thread is using; a registry the application opened is its own.
+    """
+    target, owned = opened, opened is not app.registry
+    if not owned:
+        try:
+            target, owned = opened.reopen(), True
+        except RegistryError:
+            logger.info("recording predictions through the registry given: %s", opened.url)
+    days = app.feedback_retention_days
+    return PredictionRecorder(
+        target,
+        retention=None if days is None else timedelta(days=days),
+        owns_registry=owned,
+        record_inputs=app.record_inputs,
+    )
+
+
+def json_rows(inputs: Any, rows: int) -> list[list[Any]] | None:
+    """Input rows as lists of JSON values (``None`` when there are none or they do not fit).
+
+    An array gives its rows; a DataFrame its rows in column order, each column converted on
+    its own (floats stay floats, categories become their text, missing values ``None``).
+    """
+    if inputs is None:
+        return None
+    columns = getattr(inputs, "columns", None)
+    if columns is not None:
+        values = [jsonable(inputs[column].to_numpy()) for column in columns]
+        table = [list(row) for row in zip(*values, strict=True)] if values else []
+    else:
+        array = np.asarray(inputs)
+        if array.ndim == 1:
+            array = array.reshape(-1, 1) if rows == array.shape[0] else array.reshape(1, -1)
+        table = jsonable(array)
+    return table if len(table) == rows else None
 
 
 # -- POST /feedback --------------------------------------------------------------------------
@@ -347,4 +442,6 @@ def feedback(app: App, request: Request, params: Mapping[str, str]) -> Response:
             "the feedback store is unavailable right now; retry later",
             headers=[("retry-after", str(app.retry_after))],
         ) from exc
+    if app.monitoring is not None:
+        app.monitoring.labels_received()
     return Response.json(200, {"accepted": count})

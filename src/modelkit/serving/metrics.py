@@ -239,6 +239,29 @@ class Metrics:
         with self._lock:
             return {key: histogram.count for key, histogram in self._requests.items()}
 
+    def latency_by_model(self) -> dict[str, tuple[list[int], int, int, float]]:
+        """Per served model, every route and status together: the latency histogram's counts
+        (the last one for ``+Inf``), the errors (5xx), the requests and their total seconds.
+
+        Cumulative figures, for :meth:`HealthTracker.observe_totals
+        <modelkit.monitoring.HealthTracker.observe_totals>`.
+        """
+        found: dict[str, tuple[list[int], int, int, float]] = {}
+        with self._lock:
+            for (_, model, status), histogram in self._requests.items():
+                if not model:
+                    continue
+                counts, errors, total, seconds = found.get(
+                    model, ([0] * (len(self.buckets) + 1), 0, 0, 0.0)
+                )
+                for index, count in enumerate(histogram.counts):
+                    counts[index] += count
+                counts[-1] += histogram.count - sum(histogram.counts)
+                if status.isdigit() and int(status) >= 500:
+                    errors += histogram.count
+                found[model] = (counts, errors, total + histogram.count, seconds + histogram.total)
+        return found
+
     @property
     def in_flight(self) -> int:
         """How many requests are being handled right now."""

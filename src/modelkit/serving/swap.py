@@ -253,6 +253,7 @@ class ModelWatcher:
                 uri=uri,
                 sha256=found.artifact_sha256,
                 load_seconds=seconds,
+                artifact=artifact,
             )
         )
         self.swaps += 1

@@ -82,3 +82,51 @@ def test_batching_options_are_checked(
         parse("churn@production", option, value)
     assert exit_info.value.code == 2
     assert option in capsys.readouterr().err
+
+
+def test_the_monitoring_options_reach_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    class FakeServer:
+        name = "fake"
+
+        def run(self, app: App, **options: Any) -> None:
+            seen.update(app=app)
+
+    monkeypatch.setattr("modelkit.servers.get_server", lambda name: FakeServer())
+    argv = ["serve", "churn@production", "--monitor-window", "500", "--slo-p99-ms", "250"]
+    assert main([*argv, "--slo-error-rate", "0.01"]) == 0
+    app = seen["app"]
+    assert app.monitoring is not None
+    options = app.monitoring.options
+    assert (options.window.size, options.window.unit) == (500, "rows")
+    assert (options.slo.p99_seconds, options.slo.error_rate) == (0.25, 0.01)
+    assert app.record_inputs is True
+    assert main(["serve", "churn@production", "--no-monitor", "--no-record-inputs"]) == 0
+    assert seen["app"].monitoring is None
+    assert seen["app"].record_inputs is False
+
+
+def test_monitoring_defaults() -> None:
+    args = parse("churn@production")
+    assert (args.no_monitor, args.monitor_window, args.no_record_inputs) == (False, 10_000, False)
+    assert (args.slo_p99_ms, args.slo_error_rate) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--monitor-window", "0"),
+        ("--slo-p99-ms", "0"),
+        ("--slo-p99-ms", "fast"),
+        ("--slo-error-rate", "0"),
+        ("--slo-error-rate", "1.5"),
+    ],
+)
+def test_monitoring_options_are_checked(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse("churn@production", option, value)
+    assert exit_info.value.code == 2
+    assert option in capsys.readouterr().err

@@ -124,3 +124,59 @@ def test_render_is_prometheus_text() -> None:
 def test_bad_objectives_are_refused() -> None:
     with pytest.raises(UsageError, match="p99_seconds"):
         SLO(p99_seconds=0)
+
+
+def test_render_without_what_serving_metrics_export(recorder: Recorder) -> None:
+    clock = Clock()
+    health = HealthTracker(
+        slo=SLO(error_rate=0.1, p99_seconds=0.5, min_requests=2), window_seconds=60, clock=clock
+    )
+    for _ in range(3):
+        health.observe_request("churn", 0.003, ok=False)
+    health.set_queue_depth(3)
+    health.model_loaded("churn", 0.25)
+    health.check()
+    text = health.render(full=False)
+    assert 'modelkit_monitor_throughput{model="churn"} 0.05' in text
+    assert 'modelkit_monitor_error_rate{model="churn"} 1.0' in text
+    assert 'modelkit_monitor_window_latency_seconds{model="churn",quantile="0.99"} ' in text
+    assert 'modelkit_monitor_slo_limit{rule="error_rate"} 0.1' in text
+    assert 'modelkit_monitor_slo_limit{rule="latency_p99"} 0.5' in text
+    assert 'modelkit_monitor_slo_breached{rule="error_rate",model="churn"} 1' in text
+    for exported_by_serving in (
+        "modelkit_monitor_request_seconds",
+        "modelkit_monitor_errors_total",
+        "modelkit_monitor_queue_depth",
+        "modelkit_monitor_model_load_seconds",
+    ):
+        assert exported_by_serving not in text
+    assert text.endswith("\n")
+    clock.now += 120  # the window empties: no breach, no per-model figure
+    health.check()
+    text = health.render(full=False)
+    assert "modelkit_monitor_slo_breached{" not in text
+    assert "modelkit_monitor_error_rate{" not in text
+    assert health.render().count("# TYPE modelkit_monitor_throughput") == 1
+
+
+def test_cumulative_totals_count_what_grew() -> None:
+    clock = Clock()
+    health = HealthTracker(slo=SLO(error_rate=0.2, min_requests=5), window_seconds=60, clock=clock)
+    empty = [0] * 14
+    counts = list(empty)
+    counts[2] = 10  # ten requests of 2.5-5 ms
+    health.observe_totals("churn", counts, errors=4, total=10, seconds=0.04)
+    [alert] = health.check()
+    assert (alert.rule, alert.value, alert.requests) == ("error_rate", 0.4, 10)
+    clock.now += 61  # the window moves on; the same totals again add nothing
+    health.observe_totals("churn", counts, errors=4, total=10, seconds=0.04)
+    assert health.check() == []
+    assert "modelkit_monitor_error_rate{" not in health.render(full=False)
+    counts[2] = 30  # twenty more, no error
+    health.observe_totals("churn", counts, errors=4, total=30, seconds=0.12)
+    assert 'modelkit_monitor_error_rate{model="churn"} 0.0' in health.render(full=False)
+    assert 'modelkit_monitor_request_seconds_count{model="churn"} 30' in health.render()
+    health.observe_totals("churn", [0] * 13 + [2], errors=0, total=2, seconds=30.0)  # a reset
+    assert 'modelkit_monitor_request_seconds_count{model="churn"} 32' in health.render()
+    with pytest.raises(UsageError, match="14 values"):
+        health.observe_totals("churn", [1, 2], errors=0, total=3, seconds=1.0)

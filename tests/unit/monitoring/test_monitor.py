@@ -301,3 +301,49 @@ def test_labels_that_come_later_join_by_id() -> None:
         tracker.expect(["x"], [1, 2])
     with pytest.raises(UsageError, match="tracks no performance"):
         monitor().label({"a": 1})
+
+
+def test_the_async_observer_counts_rows_and_windows() -> None:
+    observer = AsyncObserver(monitor(window=Window.tumbling(rows=150)))
+    for seed in range(4):
+        observer.submit(mixed(100, 30 + seed))
+    assert observer.flush()
+    assert (observer.rows, observer.windows) == (400, 2)
+    observer.close()
+
+
+def test_a_warning_turned_into_an_error_is_logged_and_the_thread_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import warnings
+
+    observer = AsyncObserver(monitor(), warn_every=1)
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, "modelkit.monitoring"):
+        warnings.simplefilter("error", MonitoringWarning)
+        observer.submit(np.zeros((3, 2)))  # the wrong columns
+        assert observer.flush()
+        observer.submit(mixed(10, 40))
+        assert observer.flush()
+    assert "MonitoringWarning: monitor of churn failed on a batch" in caplog.text
+    assert observer.monitor.summary().n_rows == 10  # the thread survived
+    observer.close()
+
+
+def test_an_alert_stored_by_another_process_is_found(tmp_path: Path) -> None:
+    from modelkit.monitoring.alerts import already_stored
+
+    with Registry(str(tmp_path / "reg")) as registry:
+        registry.record_alert("churn", "performance", {"metric": "accuracy"}, version=2, at=T0)
+        found = already_stored(
+            registry, "churn", "performance", since=T0, version=2, match={"metric": "accuracy"}
+        )
+        assert found
+        assert not already_stored(
+            registry, "churn", "performance", since=T0, version=2, match={"metric": "f1"}
+        )
+        assert not already_stored(registry, "churn", "performance", since=T0, version=3)
+        assert not already_stored(
+            registry, "churn", "performance", since=T0 + timedelta(seconds=1), version=2
+        )
+        assert not already_stored(registry, "churn", "drift", since=T0)

@@ -139,3 +139,19 @@ def test_a_server_records_routes_models_and_statuses(
     assert found["modelkit_requests_in_flight"] == 1  # this very request
     assert found["modelkit_ready"] == 1
     assert found['modelkit_model_info{model="seed",version="",uri="",sha256=""}'] == 1
+
+
+def test_latency_by_model_sums_routes_and_statuses() -> None:
+    from modelkit.serving.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.observe("/predict", "seed", 200, 0.003)
+    metrics.observe("/invocations", "seed", 500, 0.02)
+    metrics.observe("/predict", "seed", 400, 20.0)
+    metrics.observe("/healthz", "", 200, 0.001)
+    found = metrics.latency_by_model()
+    assert set(found) == {"seed"}
+    counts, errors, total, seconds = found["seed"]
+    assert (errors, total, seconds) == (1, 3, 20.023)
+    assert len(counts) == len(metrics.buckets) + 1
+    assert (counts[2], counts[4], counts[-1]) == (1, 1, 1)  # 5 ms, 25 ms, +Inf
