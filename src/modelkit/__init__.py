@@ -24,6 +24,7 @@ from modelkit.hookspecs import hookimpl
 from modelkit.model import Model
 from modelkit.monitoring import Monitor
 from modelkit.registry import Registry
+from modelkit.retrain import Retrainer, RetrainEvent, RetrainPolicy
 from modelkit.servers import Server
 from modelkit.serving import asgi_app, wsgi_app
 from modelkit.signature import Signature
@@ -44,6 +45,9 @@ __all__ = [
     "Profile",
     "Registry",
     "RegistryError",
+    "RetrainEvent",
+    "RetrainPolicy",
+    "Retrainer",
     "Server",
     "Signature",
     "SignatureError",

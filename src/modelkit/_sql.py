@@ -17,6 +17,8 @@ Schema (every table prefixed ``modelkit_``)::
                  and (schema 4) JSON input rows
     feedback     prediction id (FK) -> JSON labels, received_at; one row per prediction
     alerts       monitoring alerts: identity id, model name and version, kind, time, JSON
+    retrain_events  append-only retraining decisions: kind, versions, actor, JSON numbers
+    leases       one retraining lease per model name: holder and expiry
 
 Concurrency: a write transaction locks the model's row first (SQLite: ``BEGIN IMMEDIATE``
 serialises writers; PostgreSQL: ``SELECT … FOR UPDATE``), and a new version's number comes
@@ -45,6 +47,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from modelkit._retrain_store import RetrainSQLMixin, create_retrain_tables
 from modelkit.exceptions import NotFoundError, RegistryError, UsageError
 from modelkit.registry import (
     Alert,
@@ -263,6 +266,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "served predictions and their delayed labels (feedback)", _create_v2),
     Migration(3, "monitoring alerts (drift, performance, health)", _create_v3),
     Migration(4, "the input rows of served predictions", _add_v4),
+    Migration(5, "retraining decisions and retraining leases", create_retrain_tables),
 )
 """Every schema step, in order; the last one's version is :data:`SCHEMA_VERSION`."""
 
@@ -290,7 +294,7 @@ def _nan_to_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-class SQLBackend:
+class SQLBackend(RetrainSQLMixin):
     """A :class:`~modelkit.registry.RegistryBackend` over a DB-API connection; subclass per dialect.
 
     Subclasses implement :meth:`_connect` (an autocommit connection: transactions are

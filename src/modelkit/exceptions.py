@@ -18,7 +18,8 @@ Each error also subclasses the builtin exception a caller would naturally catch,
     ├── ServingError(ModelkitError)                  a served app cannot be built or started
     ├── BatchJobError(ModelkitError)                 a batch job id clash or concurrent run
     ├── MissingDependencyError(…, ImportError)       an optional extra is not installed
-    └── PluginError(ModelkitError)                   a plugin misbehaved at registration
+    ├── PluginError(ModelkitError)                   a plugin misbehaved at registration
+    └── RetrainVetoError(ModelkitError)              an on_retrain_triggered hook vetoed the retrain
 
     ModelkitWarning(UserWarning)
     ├── HookFailedWarning                            an event hook raised; the work went on
@@ -43,6 +44,7 @@ __all__ = [
     "NotFoundError",
     "PluginError",
     "RegistryError",
+    "RetrainVetoError",
     "ServingError",
     "SignatureError",
     "UnsupportedModelError",
@@ -124,6 +126,10 @@ class BatchJobError(ModelkitError):
 
 class PluginError(ModelkitError):
     """A plugin registered something invalid (e.g. a name another plugin already took)."""
+
+
+class RetrainVetoError(ModelkitError):
+    """Raised by an ``on_retrain_triggered`` hook to veto a retrain; its message is the reason."""
 
 
 class UnsupportedModelError(ModelkitError, TypeError):

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from modelkit.monitoring.health import HealthAlert
     from modelkit.monitoring.performance import PerformanceReport
     from modelkit.registry import AliasEvent, ModelVersion, Registry, RegistryBackend
+    from modelkit.retrain import RetrainEvent
     from modelkit.servers import Server
     from modelkit.serving.auth import AuthenticatorFactory
     from modelkit.signature import Signature
@@ -289,6 +290,60 @@ def on_health_alert(alert: HealthAlert) -> None:
 
     *Arguments*: ``alert`` the :class:`~modelkit.monitoring.health.HealthAlert`: rule, model,
     observed value, limit, window.
+
+    *Return*: ignored.
+    """
+
+
+# -- retraining ---------------------------------------------------------------------------
+
+
+@hookspec
+def on_retrain_triggered(
+    registry: Registry, name: str, alias: str, reasons: list[dict[str, Any]]
+) -> bool | None:
+    """Observe, or veto, a retrain about to start.
+
+    *Called*: by a :class:`~modelkit.retrain.Retrainer` when a trigger fired, the cooldown and
+    frequency limits allow a retrain and the model's lease was taken, before the
+    ``triggered`` event is stored and training starts.
+
+    *Arguments*: ``registry`` the registry; ``name`` the model; ``alias`` the alias it follows
+    (``"production"``); ``reasons`` one dict per trigger that fired (``{"trigger": "drift",
+    "alerts": 3, "first_at": "…"}``).
+
+    *Return*: ``False`` vetoes the retrain (stored as a ``skipped`` event naming the plugin);
+    ``None`` or ``True`` lets it go on. Raising :class:`~modelkit.exceptions.RetrainVetoError`
+    vetoes with its message as the reason; any other exception only warns (a
+    :class:`~modelkit.exceptions.HookFailedWarning`) and does not veto.
+    """
+
+
+@hookspec
+def on_model_promoted(registry: Registry, event: RetrainEvent) -> None:
+    """Observe a challenger promoted by a retraining loop, or approved by a person.
+
+    *Called*: after the alias moved to the challenger and the ``promoted`` (or ``approved``)
+    event was stored.
+
+    *Arguments*: ``registry`` the registry; ``event`` the
+    :class:`~modelkit.retrain.RetrainEvent` (``champion`` the old version, ``challenger``
+    the new one, ``details`` the gate's numbers).
+
+    *Return*: ignored.
+    """
+
+
+@hookspec
+def on_rollback(registry: Registry, event: RetrainEvent) -> None:
+    """Observe an automatic rollback after a promotion.
+
+    *Called*: after the watch window found the new champion worse than the old one on the
+    same newly labelled rows, moved the alias back and stored the ``rolled_back`` event.
+
+    *Arguments*: ``registry`` the registry; ``event`` the
+    :class:`~modelkit.retrain.RetrainEvent` (``champion`` the version restored,
+    ``challenger`` the one withdrawn, ``details`` the paired comparison).
 
     *Return*: ignored.
     """

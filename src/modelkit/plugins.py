@@ -70,6 +70,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("modelkit.serve_command", "modelkit.default_plugins.serve_command"),
     ("modelkit.batch_command", "modelkit.default_plugins.batch_command"),
     ("modelkit.monitor_command", "modelkit.default_plugins.monitor_command"),
+    ("modelkit.retrain_commands", "modelkit.default_plugins.retrain_commands"),
 )
 """``(plugin name, module)`` of every built-in plugin, in registration order."""
 

@@ -48,6 +48,7 @@ from urllib.parse import unquote, urlsplit
 import attrs
 
 from modelkit._manifest import json_safe, to_metrics, to_tags
+from modelkit._retrain_store import RetrainStoreMixin
 from modelkit.exceptions import (
     ArtifactIntegrityError,
     NotFoundError,
@@ -690,7 +691,7 @@ def _open_backend(url: str, scheme: str) -> RegistryBackend:
 
 
 @attrs.define(init=False, repr=False)
-class Registry:
+class Registry(RetrainStoreMixin):
     """Versions, aliases, runs and the alias event log, over a backend and an artifact store.
 
     ``url``: ``None`` (``$MODELKIT_HOME`` or ``./.modelkit``), a directory (SQLite at
@@ -702,6 +703,9 @@ class Registry:
     ``<dir>/artifacts`` for a directory; otherwise ``$MODELKIT_ARTIFACTS``, else
     ``artifacts`` next to a SQLite file, else ``<home>/artifacts``. Every host sharing a
     PostgreSQL registry must use the same artifact store.
+
+    Retraining decisions and leases (:meth:`record_retrain_event`, :meth:`retrain_events`,
+    :meth:`acquire_lease`, ...) come from :class:`~modelkit._retrain_store.RetrainStoreMixin`.
 
     One object may be shared by threads; after ``fork`` the child reconnects by itself.
     Close it (or use ``with``) to release the connections.

@@ -6,7 +6,8 @@ Registry backends
 :class:`RegistryConformance` is a pytest test class that checks every promise a
 :class:`~modelkit.Registry` makes (version numbering under concurrent writers, aliases and
 their event history, rollback, archiving, runs, gc, timestamps, persistence, recorded
-predictions and their delayed labels, with retention) through the public
+predictions and their delayed labels, with retention, alerts, retraining decisions and
+retraining leases) through the public
 API, on whatever backend a URL selects. modelkit runs it against SQLite and PostgreSQL; run it
 against yours by subclassing it in your test suite and overriding the ``registry_url``
 fixture::
@@ -820,6 +821,94 @@ class RegistryConformance:
         with pytest.raises(UsageError):
             registry.alerts(limit=-1)
         assert registry.alerts() == []
+
+    # -- retraining decisions and leases -------------------------------------------------
+
+    def test_retrain_events_keep_their_numbers_newest_first(
+        self, registry: Registry, registry_url: str, artifacts_url: str
+    ) -> None:
+        at = datetime(2024, 5, 1, 12, 0, 0, 654321, tzinfo=timezone.utc)
+        gate = {"metric": "accuracy", "a": 0.71, "b": 0.93, "n": 400, "p_value": 1e-12}
+        first = registry.record_retrain_event(
+            "churn", "triggered", alias="production", champion=3, at=at,
+            details={"reasons": [{"trigger": "drift", "alerts": 2}]},
+        )  # fmt: skip
+        second = registry.record_retrain_event(
+            "churn", "promoted", alias="production", champion=3, challenger=4,
+            actor="ops@host", reason="beat the champion", details={"gate": gate, "x": math.nan},
+        )  # fmt: skip
+        other = registry.record_retrain_event("fraud", "skipped", reason="cooldown")
+        assert first.id is not None
+        assert second.id is not None
+        assert other.id is not None
+        assert first.id < second.id < other.id
+        assert (first.kind, first.champion, first.challenger, first.at) == (
+            "triggered", 3, None, at,
+        )  # fmt: skip
+        assert second.details == {"gate": gate, "x": None}
+        assert (second.actor, second.reason) == ("ops@host", "beat the champion")
+        assert registry.retrain_events("churn") == [second, first]
+        assert registry.retrain_events("churn", kind="promoted") == [second]
+        assert registry.retrain_events(kind=["skipped", "triggered"]) == [other, first]
+        assert registry.retrain_events(limit=1) == [other]
+        assert registry.retrain_events("churn", since=at + timedelta(microseconds=1)) == [second]
+        assert json.loads(json.dumps(second.to_dict()))["details"]["gate"] == gate
+        registry.close()
+        with Registry(registry_url, artifacts=artifacts_url) as reopened:
+            assert reopened.retrain_events() == [other, second, first]
+
+    def test_invalid_retrain_events_are_refused(self, registry: Registry) -> None:
+        with pytest.raises(UsageError):
+            registry.record_retrain_event("churn", "celebrated")
+        with pytest.raises(UsageError):
+            registry.record_retrain_event("churn", "promoted", challenger=0)
+        with pytest.raises(UsageError):
+            registry.record_retrain_event("churn", "promoted", details={"f": object()})
+        with pytest.raises(UsageError):
+            registry.retrain_events(kind="celebrated")
+        assert registry.retrain_events() == []
+
+    def test_a_lease_has_one_holder_until_released_or_expired(self, registry: Registry) -> None:
+        first = registry.acquire_lease("churn", "host-a", seconds=60)
+        assert first is not None
+        assert first.holder == "host-a"
+        assert registry.acquire_lease("churn", "host-b", seconds=60) is None
+        assert registry.acquire_lease("fraud", "host-b", seconds=60) is not None
+        renewed = registry.renew_lease("churn", "host-a", seconds=120)
+        assert renewed.expires_at > first.expires_at
+        stored = registry.lease("churn")
+        assert stored is not None
+        assert (stored.holder, stored.acquired_at) == ("host-a", first.acquired_at)
+        with pytest.raises(RegistryError):
+            registry.renew_lease("churn", "host-b", seconds=60)
+        assert not registry.release_lease("churn", "host-b")
+        assert registry.release_lease("churn", "host-a")
+        assert registry.lease("churn") is None
+        assert registry.acquire_lease("churn", "host-b", seconds=0.001) is not None
+        lease = registry.lease("churn")
+        assert lease is not None
+        while not lease.expired():  # a lease of one millisecond
+            pass
+        assert registry.acquire_lease("churn", "host-c", seconds=60) is not None
+        with pytest.raises(UsageError):
+            registry.acquire_lease("churn", "host-c", seconds=0)
+
+    def test_concurrent_lease_takers_get_one_lease(self, registry: Registry) -> None:
+        workers = 8
+        clones = [registry.reopen() for _ in range(workers)]
+        try:
+            got = _run_together(
+                workers,
+                lambda i: clones[i].acquire_lease("churn", f"worker-{i}", seconds=60),
+            )
+        finally:
+            for clone in clones:
+                clone.close()
+        winners = [lease for lease in got if lease is not None]
+        assert len(winners) == 1
+        stored = registry.lease("churn")
+        assert stored is not None
+        assert stored.holder == winners[0].holder
 
     # -- concurrency (threads; see modelkit's integration tests for processes) -----------
 

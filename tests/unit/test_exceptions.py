@@ -18,6 +18,7 @@ from modelkit import exceptions as exc
         (exc.DataError, ValueError),
         (exc.ArtifactExistsError, FileExistsError),
         (exc.VersionMismatchError, exc.ArtifactError),
+        (exc.RetrainVetoError, exc.ModelkitError),
     ],
 )
 def test_errors_are_catchable_as_the_builtin(

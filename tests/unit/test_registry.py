@@ -518,6 +518,61 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path) -> None:
         backend.close()
 
 
+def test_a_schema_4_database_gains_the_retraining_tables_and_keeps_its_data(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite://{tmp_path}/r.db"
+    four = SQLiteBackend(url, migrations=MIGRATIONS[:4])
+    try:
+        assert four.schema_version() == 4
+        with four.transaction(write=False) as tx:
+            assert not four.table_exists(tx, "modelkit_retrain_events")
+    finally:
+        four.close()
+    with Registry(url, artifacts=str(tmp_path / "a")) as registry:
+        run = registry.start_run("churn")
+        event = registry.record_retrain_event("churn", "triggered", details={"n": 3})
+        assert registry.retrain_events("churn") == [event]
+        assert registry.get_run(run.id) == run
+        assert registry.backend.schema_version() == 5  # type: ignore[attr-defined]
+
+
+def test_the_retrain_event_log_is_append_only(registry: Registry) -> None:
+    registry.record_retrain_event("churn", "promoted", champion=1, challenger=2)
+    backend: Any = registry.backend
+    for statement in (
+        "UPDATE modelkit_retrain_events SET kind = 'rejected'",
+        "DELETE FROM modelkit_retrain_events",
+    ):
+        with (
+            pytest.raises(RegistryError, match="append-only"),
+            backend.transaction(write=True) as tx,
+        ):
+            tx.execute(statement)
+    assert [e.kind for e in registry.retrain_events()] == ["promoted"]
+
+
+class _NoRetrainStore:
+    """A backend proxy without the retraining methods, like a third-party backend."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"record_retrain_event", "list_retrain_events", "acquire_lease"}:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def test_a_backend_without_retraining_methods_is_refused_clearly(registry: Registry) -> None:
+    other: Any = object.__new__(Registry)
+    other.__attrs_init__(_NoRetrainStore(registry.backend), registry.store)
+    with pytest.raises(RegistryError, match="cannot store retraining events and leases"):
+        other.retrain_events()
+    with pytest.raises(RegistryError, match="cannot store retraining events"):
+        other.acquire_lease("churn", "me", seconds=1)
+
+
 def test_a_database_opened_concurrently_for_the_first_time_is_created_once(
     tmp_path: Path,
 ) -> None:

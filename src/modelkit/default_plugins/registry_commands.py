@@ -282,6 +282,13 @@ def _reason(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", help="why, recorded in the alias history")
 
 
+def _retrain_commands() -> Any:
+    """``modelkit.default_plugins.retrain_commands``, imported when first needed."""
+    from modelkit.default_plugins import retrain_commands
+
+    return retrain_commands
+
+
 # -- models --------------------------------------------------------------------------------
 
 
@@ -569,6 +576,16 @@ class ModelsCommand(_Group):
         ),
         "archive": ("archive a version", _archive_arguments, models_archive),
         "tag": ("set tags on a model or one of its versions", _tag_arguments, models_tag),
+        "approve": (
+            "promote a retrained challenger the gate left pending",
+            lambda parser: _retrain_commands()._approve_arguments(parser),
+            lambda args, registry: _retrain_commands().models_approve(args, registry),
+        ),
+        "events": (
+            "show the retraining decisions of a model, with their numbers",
+            lambda parser: _retrain_commands()._events_arguments(parser),
+            lambda args, registry: _retrain_commands().models_events(args, registry),
+        ),
     }
 
 
