@@ -70,6 +70,7 @@ class SQLiteBackend(SQLBackend):
     }
     begin_write: ClassVar[str] = "BEGIN IMMEDIATE"
     begin_read: ClassVar[str] = "BEGIN"
+    no_index: ClassVar[str] = "+"
     database_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error,)
 
     def __init__(self, url: str, **kwargs: Any) -> None:
