@@ -4,15 +4,16 @@ One command runs, on the same machine and the same files:
 
 - CSV -> SQLite, 1M rows x 20 float features: a naive pandas + sqlite3 job, and modelkit;
 - Parquet -> SQLite and CSV -> Parquet with modelkit;
-- modelkit's stage split (read, predict, write measured alone);
+- modelkit's stage split (read, predict, write, each timed alone);
 - peak RSS of modelkit's CSV -> SQLite job at 1M and at 10M rows (each job in its own process).
 
 The model is the seed's: ``make_classification(n_samples=1000, n_features=20,
 random_state=42)`` and ``LogisticRegression(solver="liblinear")``. The naive job reads the CSV
 with ``pandas.read_csv(chunksize=100_000)``, predicts with the estimator and writes ``(id,
-prediction)`` with one ``executemany`` per chunk; modelkit writes what every modelkit output row
-holds (key, prediction, model name, version, artifact hash, job id, time), an index on
-``(job_id, key)`` and the job's progress, chunk by chunk, exactly once.
+prediction)`` with one ``executemany`` per chunk; modelkit runs with its defaults and every
+output row shows what a modelkit row holds (key, prediction, model name, version, artifact
+hash, job id, time), indexed on ``(job, key)``, with the job's progress committed chunk by
+chunk, exactly once.
 
     python benchmarks/batch/run.py            # full run (writes a 4 GB CSV for 10M rows)
     python benchmarks/batch/run.py --quick    # 200k / 1M rows, for a smoke test
@@ -21,6 +22,7 @@ holds (key, prediction, model name, version, artifact hash, job id, time), an in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,18 +125,18 @@ def modelkit_job(model_path: Path, source: Path, target: str) -> dict[str, float
 
     X, _ = make_classification(n_samples=1000, n_features=N_FEATURES, random_state=42)
     model = Model.wrap(joblib.load(model_path), sample=X, name="seed")
-    result = batch_predict(
-        model, str(source), target, key="id", chunk_rows=CHUNK_ROWS, progress=False
-    )
+    result = batch_predict(model, str(source), target, key="id", progress=False)
     return {"rows": result.rows_out, "job_seconds": result.seconds}
 
 
 def stages(model_path: Path, source: Path, target: Path) -> dict[str, float]:
-    """modelkit's stages one at a time: read the chunks, predict them, write them."""
+    """modelkit's stages one at a time, streaming as a job does: read every chunk; read again
+    and predict each (predict timed); write the predicted chunks."""
     import joblib
     from sklearn.datasets import make_classification
 
     from modelkit import Model
+    from modelkit.batch import DEFAULT_CHUNK_ROWS
     from modelkit.batch._predict import Plan, predict_chunk
     from modelkit.batch.sinks import JobSpec, SqliteSink
     from modelkit.batch.sources import CsvSource
@@ -141,11 +144,22 @@ def stages(model_path: Path, source: Path, target: Path) -> dict[str, float]:
     X, _ = make_classification(n_samples=1000, n_features=N_FEATURES, random_state=42)
     model = Model.wrap(joblib.load(model_path), sample=X, name="seed")
     plan = Plan(model=model, key="id")
+
+    def chunks() -> Any:
+        reader = CsvSource(
+            source, column_types=plan.column_types(), columns_wanted=plan.read_columns()
+        )
+        return reader.chunks(DEFAULT_CHUNK_ROWS)
+
     t0 = time.perf_counter()
-    chunks = list(CsvSource(source, column_types=plan.column_types()).chunks(CHUNK_ROWS))
-    t1 = time.perf_counter()
-    outputs = [predict_chunk(plan, chunk) for chunk in chunks]
-    t2 = time.perf_counter()
+    rows = sum(chunk.n_rows for chunk in chunks())
+    read = time.perf_counter() - t0
+    predict = 0.0
+    outputs = []
+    for chunk in chunks():
+        t1 = time.perf_counter()
+        outputs.append(predict_chunk(plan, chunk))
+        predict += time.perf_counter() - t1
     sink = SqliteSink(target)
     spec = JobSpec(
         job_id="stages",
@@ -158,16 +172,29 @@ def stages(model_path: Path, source: Path, target: Path) -> dict[str, float]:
         outputs=("predict",),
     )
     sink.start(spec)
+    t2 = time.perf_counter()
     for output in outputs:
         sink.write(spec, output)
-    t3 = time.perf_counter()
     sink.close()
-    return {
-        "read": t1 - t0,
-        "predict": t2 - t1,
-        "write": t3 - t2,
-        "rows": sum(c.n_rows for c in chunks),
-    }
+    write = time.perf_counter() - t2
+    return {"read": read, "predict": predict, "write": write, "rows": rows}
+
+
+def machine() -> str:
+    """The CPU model and count."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} x {model}"
+
+
+def cpu_seconds() -> float:
+    """User and system CPU time of this process so far, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mb() -> float:
@@ -190,7 +217,9 @@ def child(argv: list[str]) -> None:
     import modelkit.batch._files
     import modelkit.batch._jobs  # noqa: F401
 
+    imports_mb = peak_rss_mb()
     t0 = time.perf_counter()
+    cpu0 = cpu_seconds()
     if kind == "naive":
         out = naive(Path(model_path), Path(source), Path(target))
     elif kind == "stages":
@@ -198,7 +227,9 @@ def child(argv: list[str]) -> None:
     else:
         out = modelkit_job(Path(model_path), Path(source), target)
     out["seconds"] = time.perf_counter() - t0
+    out["cpu_seconds"] = cpu_seconds() - cpu0
     out["max_rss_mb"] = peak_rss_mb()
+    out["imports_rss_mb"] = imports_mb
     print(json.dumps(out))
 
 
@@ -227,6 +258,7 @@ def main() -> None:
     if args.child:
         child(args.child)
         return
+    began = time.perf_counter()
     root = args.dir or Path(tempfile.mkdtemp(prefix="modelkit-batch-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     small, large = (200_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
@@ -234,8 +266,9 @@ def main() -> None:
     csv_path, parquet_path = make_files(root, small)
     db = str(root / "out.db")
     print(
-        f"{small:,} rows x {N_FEATURES} features, CSV {csv_path.stat().st_size / 1e6:.0f} MB; "
-        f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}"
+        f"{small:,} rows x {N_FEATURES} features, CSV {csv_path.stat().st_size / 1e6:.0f} MB, "
+        f"Parquet {parquet_path.stat().st_size / 1e6:.0f} MB; {machine()}; load average "
+        f"{os.getloadavg()[0]:.2f} at the start"
     )
     jobs = {
         "naive CSV -> SQLite": ("naive", csv_path, db),
@@ -253,16 +286,19 @@ def main() -> None:
     }
     naive_rate = results["naive CSV -> SQLite"]["rows"] / results["naive CSV -> SQLite"]["seconds"]
     print(f"\nmedian of {args.repeat} interleaved runs per job")
-    print(f"\n{'job':28} {'rows':>10} {'seconds':>8} {'rows/s':>11} {'vs naive':>8} {'RSS MB':>7}")
+    print(
+        f"\n{'job':28} {'rows':>10} {'seconds':>8} {'rows/s':>11} {'vs naive':>8} "
+        f"{'CPU s':>6} {'RSS MB':>7}"
+    )
     for name, r in results.items():
         rate = r["rows"] / r["seconds"]
         print(
             f"{name:28} {r['rows']:>10,.0f} {r['seconds']:>8.2f} {rate:>11,.0f} "
-            f"{rate / naive_rate:>7.2f}x {r['max_rss_mb']:>7.0f}"
+            f"{rate / naive_rate:>7.2f}x {r['cpu_seconds']:>6.2f} {r['max_rss_mb']:>7.0f}"
         )
     split = run_child("stages", model, csv_path, db)
     r = results["naive CSV -> SQLite"]
-    print("\nstage split, rows/s (each stage alone; modelkit overlaps read+predict with write)")
+    print("\nstage split, rows/s (each stage alone, on one thread but the CSV parse)")
     print(f"{'':10} {'read':>11} {'predict':>11} {'write':>11}")
     for who, s in (("naive", r), ("modelkit", split)):
         print(
@@ -273,9 +309,15 @@ def main() -> None:
     big = run_child("modelkit", model, big_csv, db)
     small_rss = results["modelkit CSV -> SQLite"]["max_rss_mb"]
     print(
-        f"\npeak RSS, modelkit CSV -> SQLite: {small:,} rows {small_rss:.0f} MB, "
+        f"\npeak RSS, modelkit CSV -> SQLite (after imports of "
+        f"{results['modelkit CSV -> SQLite']['imports_rss_mb']:.0f} MB): {small:,} rows "
+        f"{small_rss:.0f} MB, "
         f"{large:,} rows {big['max_rss_mb']:.0f} MB ({big['max_rss_mb'] / small_rss - 1:+.1%}); "
         f"{large:,} rows at {big['rows'] / big['seconds']:,.0f} rows/s"
+    )
+    print(
+        f"load average {os.getloadavg()[0]:.2f} at the end; the benchmark took "
+        f"{time.perf_counter() - began:.0f}s"
     )
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)

@@ -114,3 +114,47 @@ def test_dask_into_parquet_resumes_only_missing_partitions(
         frame["prediction"].tolist()
         == model.predict(pd.read_parquet(parquet_path).iloc[:, 1:].to_numpy()).tolist()
     )
+
+
+@pytest.mark.parametrize("on_error", ["skip", "quarantine"])
+def test_dask_sets_bad_csv_cells_aside_like_the_local_engine(
+    client: Any, job: tuple[Model, Path, Path], tmp_path: Path, on_error: str
+) -> None:
+    model, csv_path, _ = job
+    lines = csv_path.read_text().splitlines()
+    bad = {3: "abc", 4_500: "", 9_001: "NA", 15_000: "1.2.3", 19_998: "inf"}
+    for row, cell in bad.items():
+        fields = lines[row + 1].split(",")
+        fields[2] = cell  # feature f1
+        lines[row + 1] = ",".join(fields)
+    source = tmp_path / "bad.csv"
+    source.write_text("\n".join(lines) + "\n")
+    options: dict[str, Any] = {"key": "id", "chunk_rows": 3000, "on_error": on_error}
+    local = batch_predict(model, str(source), tmp_path / "local.db", **options)
+    remote = batch_predict(
+        model, str(source), tmp_path / "dask.db", engine="dask", scheduler=client, **options
+    )
+    assert (local.rows_out, remote.rows_out) == (19_995, 19_995)
+    if on_error == "skip":
+        assert (local.rows_skipped, remote.rows_skipped) == (5, 5)
+    else:
+        assert (local.rows_quarantined, remote.rows_quarantined) == (5, 5)
+
+    def read(db: Path, sql: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute(sql).fetchall()
+
+    sql = "SELECT id, prediction FROM predictions ORDER BY id"
+    assert read(tmp_path / "dask.db", sql) == read(tmp_path / "local.db", sql)
+    if on_error == "quarantine":
+        sql = "SELECT key, row_number, reason, data FROM predictions_quarantine ORDER BY 2"
+        quarantined = read(tmp_path / "local.db", sql)
+        assert read(tmp_path / "dask.db", sql) == quarantined
+        assert [q[1] for q in quarantined] == sorted(bad)
+        assert [q[2] for q in quarantined] == [
+            "feature 'f1' must be numeric, got 'abc'",
+            "feature 'f1' is missing",
+            "feature 'f1' is missing",
+            "feature 'f1' must be numeric, got '1.2.3'",
+            "feature 'f1' must be finite",
+        ]

@@ -2,7 +2,10 @@
 
 Each partition is a chunk whose id is its partition number: a worker predicts it (the same
 :func:`~modelkit.batch._predict.predict_chunk` as the local engine) and commits it through the
-sink, rows and progress together, so the exactly-once guarantee is the local engine's. A rerun
+sink, rows and progress together, so the exactly-once guarantee is the local engine's. A CSV job
+that skips or quarantines bad rows reads the numeric features as text and turns them into
+numbers with the local engine's :func:`~modelkit.batch._csv.lenient_numbers`, so a cell that is
+not a number sets its row aside, with the same reason, on both engines. A rerun
 computes only the partitions the job has not committed. The partitioning is part of the job's
 spec (``chunk_rows``): resume a job with the ``chunk_rows`` it was started with.
 
@@ -47,8 +50,11 @@ def to_dask(source: Source, plan: Plan, chunk_rows: int) -> Any:
     dd: Any = dask.dataframe
     columns = plan.read_columns()
     if isinstance(source, CsvSource):
+        from modelkit.batch._csv import ARROW_NULLS
+
+        lenient = _lenient(source, plan)
         types = {
-            name: ("float64" if dtype == "float64" else "object")
+            name: ("float64" if dtype == "float64" and not lenient else "object")
             for name, dtype in plan.column_types().items()
         }
         per_row = _bytes_per_row(source)
@@ -57,6 +63,8 @@ def to_dask(source: Source, plan: Plan, chunk_rows: int) -> Any:
             usecols=columns,
             dtype=types,
             blocksize=max(int(chunk_rows * per_row), 1 << 16),
+            keep_default_na=False,
+            na_values=list(ARROW_NULLS),
         )
     if isinstance(source, ParquetSource):
         import pyarrow.parquet as pq
@@ -118,11 +126,33 @@ def _bytes_per_row(source: CsvSource) -> float:
     return sum(p.stat().st_size for p in source.paths) / estimate
 
 
+def _lenient(source: Source, plan: Plan) -> bool:
+    """Whether a CSV source's numeric features are read as text, to set bad cells aside."""
+    return isinstance(source, CsvSource) and plan.on_error != "fail"
+
+
 def process_partition(
-    frame: Any, number: int, start: int, *, plan: Plan, sink: Sink, spec: JobSpec
+    frame: Any,
+    number: int,
+    start: int,
+    *,
+    plan: Plan,
+    sink: Sink,
+    spec: JobSpec,
+    text_numbers: bool = False,
 ) -> ChunkRecord:
-    """Predict one partition and commit it as chunk ``number`` (runs on a worker)."""
+    """Predict one partition and commit it as chunk ``number`` (runs on a worker).
+
+    ``text_numbers``: the numeric features were read as text (a lenient CSV job); they are
+    turned into numbers as the local engine does, the bad cells staying text.
+    """
+    from modelkit.batch._csv import lenient_numbers
+
     columns = {str(name): frame[name].to_numpy() for name in frame.columns}
+    if text_numbers:
+        for name, dtype in plan.column_types().items():
+            if dtype == "float64" and columns[name].dtype.kind == "O":
+                columns[name] = lenient_numbers(columns[name])
     chunk = Chunk(start, columns, len(frame), chunk_id=number)
     output = predict_chunk(plan, chunk)
     try:
@@ -183,8 +213,11 @@ def run_dask(
             starts.append(starts[-1] + int(length))
         parts = frame.to_delayed()
         todo = [i for i in range(len(parts)) if i not in state.chunks]
+        text_numbers = _lenient(source, plan)
         tasks = [
-            delayed(process_partition)(parts[i], i, starts[i], plan=plan, sink=sink, spec=spec)
+            delayed(process_partition)(
+                parts[i], i, starts[i], plan=plan, sink=sink, spec=spec, text_numbers=text_numbers
+            )
             for i in todo
         ]
         futures = client.compute(tasks)

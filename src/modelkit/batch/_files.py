@@ -30,7 +30,7 @@ import attrs
 import numpy as np
 
 from modelkit._atomic import fsync_directory, is_temporary_name, temporary_path
-from modelkit.batch.sinks import (
+from modelkit.batch._records import (
     CONSTANT_COLUMNS,
     ChunkOutput,
     ChunkRecord,
@@ -94,6 +94,8 @@ class FileSink:
     directory: Path = attrs.field(converter=_directory)
     format: str = attrs.field(kw_only=True, validator=_check_format)
     table: str = attrs.field(default="predictions", kw_only=True, validator=check_table)
+    default_chunk_rows = 100_000
+    """Rows per part file unless the job says otherwise (fewer, larger files for readers)."""
 
     @format.default
     def _default_format(self) -> str:
@@ -162,7 +164,7 @@ class FileSink:
             for name, value in zip(
                 CONSTANT_COLUMNS, job.constants(output.predicted_at), strict=True
             ):
-                columns[name] = np.full(output.rows_out, value, dtype=object)
+                columns[name] = _constant(value, output.rows_out)
             self._write_table(self._part(job, output.chunk_id), columns)
         quarantined = output.quarantined
         if quarantined is not None and len(quarantined):
@@ -182,7 +184,7 @@ class FileSink:
         fsync_directory(self.directory / _QUARANTINE_DIR)
         _write_json(record_path, output.record().to_dict())
 
-    def _write_table(self, target: Path, columns: Mapping[str, np.ndarray]) -> None:
+    def _write_table(self, target: Path, columns: Mapping[str, Any]) -> None:
         if self.format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -224,9 +226,21 @@ def _require_pyarrow() -> None:
         ) from exc
 
 
-def _arrow(values: np.ndarray) -> Any:
+def _constant(value: Any, n: int) -> Any:
+    """A column of ``n`` times ``value``: a pyarrow array (no Python object per row), or an
+    object array without pyarrow."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is installed wherever tested
+        return np.full(n, value, dtype=object)
+    return pa.repeat(value, n)
+
+
+def _arrow(values: Any) -> Any:
     import pyarrow as pa
 
+    if isinstance(values, pa.Array):
+        return values
     if values.dtype.kind == "O":
         try:
             return pa.array(values.tolist(), from_pandas=True)
@@ -235,7 +249,7 @@ def _arrow(values: np.ndarray) -> Any:
     return pa.array(values)
 
 
-def _write_csv(path: Path, columns: Mapping[str, np.ndarray]) -> None:
+def _write_csv(path: Path, columns: Mapping[str, Any]) -> None:
     try:
         import pyarrow as pa
         import pyarrow.csv as pv

@@ -1,27 +1,30 @@
-"""Predictions into PostgreSQL with ``COPY``, each chunk in one transaction with its progress."""
+"""Predictions into PostgreSQL with ``COPY``, each chunk in one transaction with its progress.
 
-# (S608: statements interpolate only quoted identifiers built in modelkit.batch.sinks.)
+The layout is SQLite's (:mod:`modelkit.batch._sqlbase`): a narrow rows table with the primary
+key ``(_job, key[, _row])`` and a view that adds each job's constants. ``COPY`` then sends about
+15 bytes a row instead of ~130, and the server parses and indexes a tenth of the text.
+"""
+
 from __future__ import annotations
 
 import io
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
+import numpy as np
 
-from modelkit.batch.sinks import (
+from modelkit.batch._records import (
     CONSTANT_COLUMNS,
     ChunkOutput,
     JobSpec,
-    SqlSinkBase,
     check_table,
     quote_identifier,
 )
+from modelkit.batch._sqlbase import JOB_COLUMN, ROW_COLUMN, ROWS_SUFFIX, Layout, SqlSinkBase
 from modelkit.exceptions import MissingDependencyError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 __all__ = ["PostgresSink"]
 
@@ -43,6 +46,7 @@ class PostgresSink(SqlSinkBase):
     url: str
     table: str = attrs.field(default="predictions", kw_only=True, validator=check_table)
     _local: threading.local = attrs.field(factory=threading.local, init=False, repr=False)
+    _numbers: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
     postgres = True
     placeholder = "%s"
     time_type = "TIMESTAMPTZ"
@@ -60,6 +64,10 @@ class PostgresSink(SqlSinkBase):
         for name, value in state.items():
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_local", threading.local())
+        object.__setattr__(self, "_numbers", {})
+
+    def _job_numbers(self) -> dict[str, int]:
+        return self._numbers
 
     def _connection(self) -> Any:
         """This thread's connection (threads of a Dask worker share the sink object)."""
@@ -83,32 +91,80 @@ class PostgresSink(SqlSinkBase):
 
         return isinstance(exc, psycopg.errors.UniqueViolation)
 
+    def _is_missing_value(self, exc: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.errors.NotNullViolation)
+
     def _is_missing_column(self, exc: BaseException) -> bool:
         import psycopg
 
         return isinstance(exc, psycopg.errors.UndefinedColumn)
 
-    def _ensure_table(self, conn: Any, job: JobSpec, output: ChunkOutput) -> None:
-        # concurrent CREATE TABLE IF NOT EXISTS (Dask workers' first partitions) can collide
-        # in PostgreSQL's catalog: serialise them on a lock held until this transaction ends
-        self._execute(conn, "SELECT pg_advisory_xact_lock(hashtext(?))", (self.table,))
-        super()._ensure_table(conn, job, output)
+    def _object_type(self, conn: Any, name: str) -> str | None:
+        row = self._execute(
+            conn,
+            "SELECT table_type FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        return "view" if row[0] == "VIEW" else "table"
 
-    def _insert_rows(self, conn: Any, job: JobSpec, output: ChunkOutput) -> None:
-        names = [*output.columns, *CONSTANT_COLUMNS]
-        sql = (
-            f"COPY {quote_identifier(self.table)} "
-            f"({', '.join(quote_identifier(n) for n in names)}) FROM STDIN"
+    def _table_columns(self, conn: Any, name: str) -> list[str]:
+        rows = self._execute(
+            conn,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+            (name,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def _lock_jobs(self, conn: Any) -> None:
+        """Job numbers are ``MAX + 1``: one registration at a time."""
+        self._execute(conn, "SELECT pg_advisory_xact_lock(hashtext('modelkit_batch_jobs'))")
+
+    def _layout(self, conn: Any, job: JobSpec, output: ChunkOutput) -> Layout:
+        # concurrent CREATE TABLE / VIEW (Dask workers' first partitions) can collide in
+        # PostgreSQL's catalog: serialise them on a lock held until this transaction ends
+        self._execute(conn, "SELECT pg_advisory_xact_lock(hashtext(?))", (self.table,))
+        return super()._layout(conn, job, output)
+
+    def _insert_narrow(self, conn: Any, number: int, output: ChunkOutput, has_row: bool) -> None:
+        n = output.rows_out
+        names = [JOB_COLUMN, *output.columns]
+        values = [np.full(n, number, dtype=np.int64), *output.columns.values()]
+        if has_row:
+            names.append(ROW_COLUMN)
+            values.append(output.rows())
+        self._copy(conn, quote_identifier(self.table + ROWS_SUFFIX), names, values, ())
+
+    def _insert_wide(self, conn: Any, job: JobSpec, output: ChunkOutput) -> None:
+        self._copy(
+            conn,
+            quote_identifier(self.table),
+            [*output.columns, *CONSTANT_COLUMNS],
+            list(output.columns.values()),
+            job.constants(output.predicted_at),
         )
-        constants = job.constants(output.predicted_at)
-        with conn.cursor() as cursor, cursor.copy(sql + " (FORMAT csv)") as copy:
-            payload = _csv_payload(output, constants)
-            if payload is not None:
+
+    def _copy(
+        self,
+        conn: Any,
+        target: str,
+        names: Sequence[str],
+        values: Sequence[np.ndarray],
+        constants: Sequence[Any],
+    ) -> None:
+        sql = f"COPY {target} ({', '.join(quote_identifier(n) for n in names)}) FROM STDIN"
+        payload = _csv_payload(values, constants)
+        if payload is not None:
+            with conn.cursor() as cursor, cursor.copy(sql + " (FORMAT csv)") as copy:
                 copy.write(payload)
-                return
+            return
         with conn.cursor() as cursor, cursor.copy(sql) as copy:  # pragma: no cover - no pyarrow
-            columns = [values.tolist() for values in output.columns.values()]
-            for row in zip(*columns, strict=True):
+            for row in zip(*(column.tolist() for column in values), strict=True):
                 copy.write_row((*row, *constants))
 
     def close(self) -> None:
@@ -119,15 +175,15 @@ class PostgresSink(SqlSinkBase):
             self._local.conn = None
 
 
-def _csv_payload(output: ChunkOutput, constants: tuple[Any, ...]) -> bytes | None:
-    """The chunk's rows as CSV bytes (pyarrow's writer), or ``None`` without pyarrow."""
+def _csv_payload(values: Sequence[np.ndarray], constants: Sequence[Any]) -> bytes | None:
+    """The rows as CSV bytes (pyarrow's writer), or ``None`` without pyarrow."""
     try:
         import pyarrow as pa
         import pyarrow.csv as pv
     except ImportError:  # pragma: no cover - pyarrow is installed wherever tested
         return None
-    n = output.rows_out
-    arrays = [_arrow(values) for values in output.columns.values()]
+    n = len(values[0]) if values else 0
+    arrays = [_arrow(column) for column in values]
     arrays += [pa.repeat(pa.scalar(value), n) for value in constants]
     names = [f"c{j}" for j in range(len(arrays))]
     buffer = io.BytesIO()

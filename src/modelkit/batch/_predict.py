@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 
 from modelkit._tabular import NUMERIC_KINDS, describe, missing_objects
-from modelkit.batch.sinks import ChunkOutput, Quarantined, str_tuple
+from modelkit.batch._records import CONSTANT_COLUMNS, ChunkOutput, Quarantined, str_tuple
 from modelkit.exceptions import DataError, SignatureError, UsageError
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ GENERATED_KEY = "row"
 """The key column's name when rows are keyed by their number in the source."""
 
 _NOT_WORD = re.compile(r"\W+")
+
+_TILE_ROWS = 4096
+"""Rows of the feature block filled at a time (4096 rows of 20 floats: 640 KB)."""
 
 
 def output_column(prefix: str, label: object) -> str:
@@ -109,7 +112,12 @@ class Plan:
                     f"{where} has no {role} {', '.join(repr(m) for m in missing)}; its columns "
                     f"are: {shown or 'none'}"
                 )
-        reserved = {self.key_name, *_reserved_outputs(self)}
+        if self.key_name in CONSTANT_COLUMNS:
+            raise UsageError(
+                f"the key column {self.key_name!r} has the name of a column every output row "
+                f"has ({', '.join(CONSTANT_COLUMNS)}): rename it in the input"
+            )
+        reserved = {self.key_name, *_reserved_outputs(self), *CONSTANT_COLUMNS}
         clash = [name for name in self.carry if name in reserved]
         if clash:
             raise UsageError(
@@ -141,8 +149,13 @@ def _block(plan: Plan, columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         block = np.empty((n, len(values)), dtype=np.float64)
     else:
         block = np.empty((n, len(values)), dtype=object)
-    for j, column in enumerate(values):
-        block[:, j] = column
+    # row tiles that fit in the CPU cache: a whole column at a time writes one value per
+    # cache line, and each of the next columns fetches every line again
+    for top in range(0, n, _TILE_ROWS):
+        bottom = min(top + _TILE_ROWS, n)
+        tile = block[top:bottom]
+        for j, column in enumerate(values):
+            tile[:, j] = column[top:bottom]
     return block
 
 
@@ -267,52 +280,133 @@ def _row_data(plan: Plan, columns: Mapping[str, np.ndarray], i: int) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def predict_chunk(plan: Plan, chunk: Chunk) -> ChunkOutput:
-    """Run the model on one chunk and return the rows to write (and the rows set aside)."""
+def _missing_keys(plan: Plan, keys: np.ndarray, start: int) -> np.ndarray | None:
+    """The rows without a key (``None`` when every row has one); raises
+    :class:`~modelkit.exceptions.DataError` for the first when the job fails on bad rows."""
+    if plan.key is None or keys.dtype.kind not in "fO":
+        return None
+    missing = np.isnan(keys) if keys.dtype.kind == "f" else missing_objects(keys)
+    if not missing.any():
+        return None
+    if plan.on_error == "fail":
+        row = int(np.flatnonzero(missing)[0]) + start
+        raise DataError(
+            f"row {row} has no value in the key column {plan.key!r}: every row needs a key to "
+            "identify its prediction; fix the input, or pass on_error='skip' / 'quarantine'"
+        )
+    return np.asarray(missing, dtype=bool)
+
+
+@attrs.frozen(eq=False)
+class _Sorted:
+    """A chunk's rows sorted out one column at a time: which to write, their features and
+    predictions, and the rows set aside."""
+
+    good: np.ndarray
+    features: dict[str, np.ndarray]
+    predictions: dict[str, np.ndarray]
+    quarantined: Quarantined | None
+    skipped: int
+
+
+def _sort_out(plan: Plan, chunk: Chunk, keys: np.ndarray, no_key: np.ndarray | None) -> _Sorted:
+    """Find each bad row and why; predict the others (``on_error`` is not ``"fail"``)."""
+    columns = chunk.columns
+    bad, reasons, cleaned = _problems(plan, columns, chunk.n_rows)
+    if no_key is not None:
+        for i in np.flatnonzero(no_key & ~bad).tolist():
+            reasons[i] = f"the key column {plan.key!r} is missing"
+        bad |= no_key
+    good = ~bad
+    rows = np.flatnonzero(bad)
+    quarantined = None
+    if plan.on_error == "quarantine":
+        quarantined = Quarantined(
+            keys=keys[rows],
+            rows=rows.astype(np.int64) + chunk.start,
+            reasons=[str(reasons[i]) for i in rows.tolist()],
+            data=[_row_data(plan, columns, i) for i in rows.tolist()],
+        )
+    features = {name: cleaned[name][good] for name in plan.features}
+    n_good = int(good.sum())
+    predictions = _outputs(plan, _block(plan, features, n_good)) if n_good else {}
+    return _Sorted(
+        good=good,
+        features=features,
+        predictions=predictions,
+        quarantined=quarantined,
+        skipped=0 if quarantined is not None else int(rows.size),
+    )
+
+
+def _has_text_numbers(plan: Plan, columns: Mapping[str, np.ndarray]) -> bool:
+    """Whether a numeric feature holds text cells in a job that sets bad rows aside (a CSV
+    cell that is not a number): the chunk is then checked one column at a time at once,
+    rather than converted cell by cell to fail the whole-block check first."""
+    if plan.on_error == "fail":
+        return False
+    categorical = set(plan.model.signature.categorical)
+    return any(columns[name].dtype.kind == "O" for name in plan.features if name not in categorical)
+
+
+def predict_chunk(
+    plan: Plan,
+    chunk: Chunk,
+    *,
+    on_features: Callable[[Mapping[str, np.ndarray], int], None] | None = None,
+) -> ChunkOutput:
+    """Run the model on one chunk and return the rows to write (and the rows set aside).
+
+    ``on_features`` is called with the features of the rows the model predicted (as numbers,
+    when text cells had to be read) and their count: what a job's drift summary describes.
+    """
     n = chunk.n_rows
     columns = chunk.columns
     if plan.key is None:
         keys = np.arange(chunk.start, chunk.start + n, dtype=np.int64)
     else:
         keys = columns[plan.key]
-    block = _block(plan, columns, n)
-    try:
-        predictions = _outputs(plan, block)
-    except SignatureError:
-        if plan.on_error == "fail":
-            raise
-        good = None
+    no_key = _missing_keys(plan, keys, chunk.start)
+    sorted_out: _Sorted | None = None
+    if no_key is None and not _has_text_numbers(plan, columns):
+        try:
+            predictions = _outputs(plan, _block(plan, columns, n))
+        except SignatureError:
+            if plan.on_error == "fail":
+                raise
+            sorted_out = _sort_out(plan, chunk, keys, no_key)
     else:
-        good = np.ones(n, dtype=bool)
-    quarantined: Quarantined | None = None
-    skipped = 0
-    if good is None:
-        bad, reasons, cleaned = _problems(plan, columns, n)
-        good = ~bad
-        rows = np.flatnonzero(bad)
-        if plan.on_error == "quarantine":
-            quarantined = Quarantined(
-                keys=keys[rows],
-                rows=rows.astype(np.int64) + chunk.start,
-                reasons=[str(reasons[i]) for i in rows.tolist()],
-                data=[_row_data(plan, columns, i) for i in rows.tolist()],
-            )
-        else:
-            skipped = int(rows.size)
-        subset = {name: cleaned[name][good] for name in plan.features}
-        n_good = int(good.sum())
-        predictions = _outputs(plan, _block(plan, subset, n_good)) if n_good else {}
-        keys = keys[good]
-    out: dict[str, np.ndarray] = {plan.key_name: keys}
-    for name in plan.carry:
-        out[name] = columns[name] if good.all() else columns[name][good]
-    out.update(predictions)
+        sorted_out = _sort_out(plan, chunk, keys, no_key)
+    out: dict[str, np.ndarray] = {}
+    if sorted_out is None:
+        out[plan.key_name] = keys
+        out.update({name: columns[name] for name in plan.carry})
+        out.update(predictions)
+        if on_features is not None:
+            on_features(columns, n)
+        return ChunkOutput(
+            chunk_id=chunk.chunk_id,
+            start=chunk.start,
+            rows_in=n,
+            columns=out,
+            rows_out=n,
+            keys_are_rows=plan.key is None,
+        )
+    good = sorted_out.good
+    n_good = int(good.sum())
+    out[plan.key_name] = keys[good]
+    out.update({name: columns[name][good] for name in plan.carry})
+    out.update(sorted_out.predictions)
+    if on_features is not None and n_good:
+        on_features(sorted_out.features, n_good)
     return ChunkOutput(
         chunk_id=chunk.chunk_id,
         start=chunk.start,
         rows_in=n,
         columns=out,
-        rows_out=len(keys),
-        quarantined=quarantined,
-        rows_skipped=skipped,
+        rows_out=n_good,
+        quarantined=sorted_out.quarantined,
+        rows_skipped=sorted_out.skipped,
+        row_numbers=np.flatnonzero(good).astype(np.int64) + chunk.start,
+        keys_are_rows=plan.key is None,
     )

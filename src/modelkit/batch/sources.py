@@ -12,8 +12,8 @@ Built-in sources (plugins add more through ``register_batch_sources``):
 ============  ===========================================================================
 name          reads
 ============  ===========================================================================
-``csv``       ``.csv`` / ``.csv.gz`` files or a glob of them, with pyarrow's streaming
-              reader (extra ``parquet``), else pandas (extra ``pandas``)
+``csv``       ``.csv`` / ``.csv.gz`` files or a glob of them, parsed by pyarrow in blocks
+              on several threads (extra ``parquet``), else by pandas (extra ``pandas``)
 ``parquet``   ``.parquet`` / ``.pq`` files or a glob, row group by row group (pyarrow)
 ``memory``    a numpy array (2-D, columns named ``f0``… or ``names=``) or a pandas DataFrame
 ``sql``       a query on SQLite (``sqlite:///…``) or PostgreSQL (``postgresql://…``)
@@ -49,8 +49,10 @@ __all__ = [
     "sqlite_path",
 ]
 
-_READ_BLOCK = 1 << 20
-"""Bytes pyarrow's CSV reader parses at a time (small blocks keep memory flat and stream)."""
+_PARQUET_BATCH_ROWS = 32_768
+"""Rows decoded from a Parquet row group at a time (a row group may hold millions)."""
+_PARQUET_BUFFER = 1 << 18
+"""Bytes of a Parquet column read at a time."""
 
 
 @attrs.frozen(eq=False)
@@ -175,29 +177,6 @@ def _describe_files(kind: str, files: Sequence[Path]) -> str:
     return f"{kind}:" + ",".join(parts)
 
 
-def _arrow_columns(table: Any) -> dict[str, np.ndarray]:
-    """A pyarrow Table or RecordBatch as numpy columns (nulls as NaN / None)."""
-    out: dict[str, np.ndarray] = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        out[str(name)] = _arrow_to_numpy(column)
-    return out
-
-
-def _arrow_to_numpy(column: Any) -> np.ndarray:
-    import pyarrow as pa
-
-    kind = column.type
-    if pa.types.is_floating(kind) or (
-        (pa.types.is_integer(kind) or pa.types.is_boolean(kind)) and column.null_count == 0
-    ):
-        return np.asarray(column.to_numpy(zero_copy_only=False))
-    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):  # with nulls: float and NaN
-        return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
-    if pa.types.is_null(kind):
-        return np.full(len(column), None, dtype=object)
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
-
-
 def _require_pyarrow(what: str) -> None:
     try:
         import pyarrow  # noqa: F401 - imported to check it is there
@@ -214,6 +193,22 @@ def _one_line(exc: BaseException) -> str:
 # -- CSV ----------------------------------------------------------------------------------
 
 
+def _csv_header(path: Path) -> list[str]:
+    """The column names on the first line of a CSV file."""
+    import csv
+    import gzip
+
+    try:
+        opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path.name}: {_one_line(exc)}") from exc
+    if not header:
+        raise DataError(f"{path.name} is empty: expected a header line and rows")
+    return [name.strip() for name in header]
+
+
 @attrs.define
 class CsvSource:
     """CSV files (``.csv``, ``.csv.gz``) or a glob of them, read as one table in order.
@@ -222,14 +217,23 @@ class CsvSource:
     names (``"float64"``, ``"int64"``, ``"str"``): batch jobs read the model's numeric features
     as float64, so a cell that is not a number is a
     :class:`~modelkit.exceptions.DataError` naming the file, unless ``lenient`` (skip or
-    quarantine such rows), in which case the rest of the file is read as text and each row is
-    checked. Uses pyarrow's streaming reader when installed, else pandas.
+    quarantine such rows), in which case such a column keeps the text of its bad cells and the
+    job checks each row. ``columns_wanted`` limits the columns read (a batch job reads the key,
+    the features and the carried columns).
+
+    With pyarrow, files are cut into blocks of about ``block_bytes`` at line breaks and parsed
+    on ``threads`` threads (default: the CPU count, at most 4), in order (see
+    :mod:`modelkit.batch._csv`); values never hold line breaks, as for pyarrow's own reader.
+    Without pyarrow, pandas reads them.
     """
 
     paths: list[Path] = attrs.field(converter=_expand)
     column_types: Mapping[str, str] = attrs.field(factory=dict, kw_only=True)
     lenient: bool = attrs.field(default=False, kw_only=True)
     engine: str | None = attrs.field(default=None, kw_only=True)
+    columns_wanted: Sequence[str] | None = attrs.field(default=None, kw_only=True)
+    threads: int | None = attrs.field(default=None, kw_only=True)
+    block_bytes: int | None = attrs.field(default=None, kw_only=True)
 
     def describe(self) -> str:
         """``csv:`` and every file's absolute path, size and modification time."""
@@ -237,19 +241,7 @@ class CsvSource:
 
     def columns(self) -> list[str]:
         """The header of the first file."""
-        import csv
-        import gzip
-
-        path = self.paths[0]
-        try:
-            opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
-            with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
-                header = next(csv.reader(handle), None)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read {path.name}: {_one_line(exc)}") from exc
-        if not header:
-            raise DataError(f"{path.name} is empty: expected a header line and rows")
-        return [name.strip() for name in header]
+        return _csv_header(self.paths[0])
 
     def total_rows(self) -> int | None:
         """An estimate from the file sizes and the first megabyte's bytes per line."""
@@ -281,53 +273,40 @@ class CsvSource:
     def _batches(self, start: int) -> Iterator[dict[str, np.ndarray]]:
         header = self.columns()
         reader = self._arrow_file if self._use_arrow() else self._pandas_file
-        files = (batch for path in self.paths for batch in reader(path, header, typed=True))
+        files = (batch for path in self.paths for batch in reader(path, header))
         return _skip(files, start)
 
-    def _arrow_file(
-        self, path: Path, header: list[str], *, typed: bool
-    ) -> Iterator[dict[str, np.ndarray]]:
+    def _arrow_file(self, path: Path, header: list[str]) -> Iterator[dict[str, np.ndarray]]:
         import pyarrow as pa
-        import pyarrow.csv as pv
 
-        names = {"float64": pa.float64(), "int64": pa.int64(), "str": pa.string()}
-        types = {
-            name: pa.string() if not typed else names.get(dtype, pa.string())
-            for name, dtype in self.column_types.items()
-        }
-        try:
-            reader = pv.open_csv(
-                path,
-                read_options=pv.ReadOptions(block_size=_READ_BLOCK),
-                convert_options=pv.ConvertOptions(column_types=types, strings_can_be_null=True),
-            )
-        except pa.ArrowInvalid as exc:
-            if not (typed and self.lenient):
-                raise self._bad_cell(path, 0, exc) from exc
-            yield from self._arrow_file(path, header, typed=False)
-            return
-        except OSError as exc:
-            raise DataError(f"cannot read {path.name}: {_one_line(exc)}") from exc
-        if [str(name) for name in reader.schema.names] != header:
+        from modelkit.batch._csv import BlockError, BlockParser, parse_file
+
+        own = _csv_header(path) if path != self.paths[0] else header
+        if own != header:
             raise DataError(
-                f"{path.name} has the columns {reader.schema.names}, but the first file has "
-                f"{header}; every file of a CSV source needs the same header"
+                f"{path.name} has the columns {own}, but the first file has {header}; every "
+                "file of a CSV source needs the same header"
             )
+        wanted = None
+        if self.columns_wanted is not None:
+            wanted = [name for name in header if name in set(self.columns_wanted)]
+        parser = BlockParser(
+            names=header,
+            types={n: t for n, t in self.column_types.items() if wanted is None or n in wanted},
+            wanted=wanted,
+            lenient=self.lenient,
+        )
         emitted = 0
-        batches = iter(reader)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except pa.ArrowInvalid as exc:
-                if not (typed and self.lenient):
-                    raise self._bad_cell(path, emitted, exc) from exc
-                # a cell that is not a number: read the rest as text; rows are checked one by one
-                yield from _skip(self._arrow_file(path, header, typed=False), emitted)
-                return
-            emitted += batch.num_rows
-            yield _arrow_columns(batch)
+        try:
+            for batch in parse_file(
+                path, parser, workers=self.threads, block_bytes=self.block_bytes
+            ):
+                emitted += len(next(iter(batch.values()))) if batch else 0
+                yield batch
+        except BlockError as exc:
+            raise self._bad_cell(path, emitted, exc) from exc
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot read {path.name}: {_one_line(exc)}") from exc
 
     @staticmethod
     def _bad_cell(path: Path, emitted: int, exc: BaseException) -> DataError:
@@ -336,9 +315,7 @@ class CsvSource:
             "pass on_error='skip' / 'quarantine' (--on-error) to set such rows aside"
         )
 
-    def _pandas_file(
-        self, path: Path, header: list[str], *, typed: bool
-    ) -> Iterator[dict[str, np.ndarray]]:
+    def _pandas_file(self, path: Path, header: list[str]) -> Iterator[dict[str, np.ndarray]]:
         try:
             import pandas as pd
         except ImportError as exc:
@@ -400,10 +377,14 @@ class ParquetSource:
         _require_pyarrow("reading Parquet")
         import pyarrow.parquet as pq
 
+        from modelkit.batch._csv import arrow_columns
+
         skip = start
         for path in self.paths:
             try:
-                handle = pq.ParquetFile(path)
+                # read pages as they are decoded, not whole column chunks ahead: a row group
+                # may hold millions of rows
+                handle = pq.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
             except (OSError, ValueError) as exc:
                 raise DataError(f"cannot read {path.name}: {_one_line(exc)}") from exc
             metadata = handle.metadata
@@ -413,12 +394,17 @@ class ParquetSource:
                 if skip >= n:
                     skip -= n
                     continue
-                table = handle.read_row_group(group, columns=columns)
-                batch = _arrow_columns(table)
-                if skip:
-                    batch = {name: values[skip:] for name, values in batch.items()}
-                    skip = 0
-                yield batch
+                for part in handle.iter_batches(
+                    batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], columns=columns
+                ):
+                    batch = arrow_columns(part)
+                    if skip:
+                        if skip >= part.num_rows:
+                            skip -= part.num_rows
+                            continue
+                        batch = {name: values[skip:] for name, values in batch.items()}
+                        skip = 0
+                    yield batch
 
 
 # -- in memory ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 ::
 
     modelkit batch churn@production --input data.csv --output sqlite:///predictions.db \\
-        --table predictions --key id [--job-id daily-2024-06-01] [--chunk-rows 100000] \\
+        --table predictions --key id [--job-id daily-2024-06-01] [--chunk-rows 25000] \\
         [--on-error fail|skip|quarantine] [--proba] [--carry COLUMN] \\
         [--engine dask --scheduler tcp://host:8786] [--registry URL] [--json] [--quiet]
 
@@ -82,9 +82,9 @@ class BatchCommand:
         parser.add_argument(
             "--chunk-rows",
             type=positive_int,
-            default=100_000,
             metavar="N",
-            help="rows per chunk and per transaction (default: 100000)",
+            help="rows per chunk and per transaction (default: 25000 into a database, 100000 "
+            "per part file or Dask partition)",
         )
         parser.add_argument(
             "--on-error",

@@ -49,8 +49,16 @@ def test_every_row_is_written_once_with_its_prediction(
     assert [r[0] for r in got] == list(range(1000))
     assert [r[1] for r in got] == model.predict(features).tolist()
     assert {(r[2], r[3]) for r in got} == {("clf", result.job_id)}
-    indexes = rows(db, "SELECT sql FROM sqlite_master WHERE type = 'index'")
-    assert any("job_id" in str(sql) and '"row"' in str(sql) for (sql,) in indexes)
+    kinds = dict(rows(db, "SELECT name, type FROM sqlite_master WHERE name LIKE 'predictions%'"))
+    assert kinds == {"predictions": "view", "predictions_rows": "table"}
+    ddl = rows(db, "SELECT sql FROM sqlite_master WHERE name = 'predictions_rows'")[0][0]
+    assert 'PRIMARY KEY (_job, "row")' in ddl
+    assert ddl.endswith("WITHOUT ROWID")
+    plan = rows(
+        db,
+        "EXPLAIN QUERY PLAN SELECT prediction FROM predictions WHERE job_id = 'x' AND row = 5",
+    )
+    assert any("PRIMARY KEY" in str(step[-1]) for step in plan)  # the (job, key) index
     assert rows(db, "SELECT status, rows_in FROM modelkit_batch_jobs") == [("finished", 1000)]
     assert "1,000 rows in, 1,000 out, 0 quarantined" in result.summary()
 
@@ -188,6 +196,13 @@ def test_missing_columns_and_bad_options_are_explained(
         batch_predict(model, str(csv_file), db, key="customer")
     with pytest.raises(UsageError, match="is one of the model's features"):
         batch_predict(model, str(csv_file), db, key="f0")
+    import pandas as pd
+
+    frame = pd.read_csv(csv_file).rename(columns={"extra": "job_id"})
+    with pytest.raises(UsageError, match=r"carried columns \['job_id'\] would clash"):
+        batch_predict(model, frame, db, carry=["job_id"])
+    with pytest.raises(UsageError, match="the key column 'job_id' has the name"):
+        batch_predict(model, frame, db, key="job_id")
     with pytest.raises(UsageError, match="on_error"):
         batch_predict(model, str(csv_file), db, on_error="ignore")
     with pytest.raises(UsageError, match="outputs"):
@@ -216,3 +231,24 @@ def test_a_registry_model_is_recorded_with_its_version_and_drift(
     stored = rows(db, "SELECT drift FROM modelkit_batch_jobs")[0][0]
     assert stored is not None
     assert "features" in stored
+
+
+def test_the_drift_summary_takes_the_rows_predicted_from_text_cells(
+    registry: str, features: np.ndarray, tmp_path: Path
+) -> None:
+    lines = [f"{i}," + ",".join(repr(float(v)) for v in row) for i, row in enumerate(features)]
+    lines[7] = "7,abc,1,2,3,4"
+    path = tmp_path / "bad.csv"
+    path.write_text("id,f0,f1,f2,f3,f4\n" + "\n".join(lines) + "\n")
+    result = batch_predict(
+        "clf@production",
+        str(path),
+        tmp_path / "out.db",
+        key="id",
+        on_error="quarantine",
+        registry=registry,
+        chunk_rows=256,
+    )
+    assert (result.rows_out, result.rows_quarantined) == (999, 1)
+    assert result.drift is not None
+    assert result.drift["n_current"] == 999
