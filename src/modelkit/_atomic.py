@@ -54,7 +54,7 @@ CHUNK_SIZE = 1 << 20
 """Bytes read at a time when hashing or copying files."""
 
 _TEMP_KINDS = ("tmp", "old", "del")
-_TEMP_RE = re.compile(r"^\..+\.(?:tmp|old|del)-[0-9a-f]{16}$")
+_TEMP_RE = re.compile(r"^\..+\.(?:tmp|old|del)-[0-9a-f]{16}\Z")
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

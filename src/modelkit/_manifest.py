@@ -49,7 +49,7 @@ INPUT_EXAMPLE_FILE = "input_example.json"
 RESERVED = frozenset({MANIFEST_FILE, MODEL_FILE, INPUT_EXAMPLE_FILE})
 """File names the format itself uses; extra files cannot take them."""
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 # -- JSON helpers -------------------------------------------------------------------------

@@ -90,9 +90,9 @@ URI_PREFIX = "models:/"
 RUN_STATUSES = ("running", "finished", "failed")
 VERSION_STATUSES = ("active", "archived")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 MAX_PREDICTION_ID = 200
 """Longest prediction id recorded, in characters."""

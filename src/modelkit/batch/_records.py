@@ -38,8 +38,8 @@ __all__ = [
     "str_tuple",
 ]
 
-_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z")
 JOBS_TABLE = "modelkit_batch_jobs"
 CHUNKS_TABLE = "modelkit_batch_chunks"
 CONSTANT_COLUMNS = ("model_name", "model_version", "artifact_sha256", "job_id", "predicted_at")

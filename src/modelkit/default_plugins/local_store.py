@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalArtifactStore", "register_artifact_stores"]
 
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")
 
 
 def _check_key(key: str) -> str:

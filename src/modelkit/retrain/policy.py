@@ -70,7 +70,7 @@ _NICKNAMES = {
     "@monthly": "0 0 1 * *",
 }
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12), ("weekday", 0, 6))
-_PART_RE = re.compile(r"^(\*|\d+(?:-\d+)?)(?:/(\d+))?$")
+_PART_RE = re.compile(r"^(\*|\d+(?:-\d+)?)(?:/(\d+))?\Z")
 
 
 def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
