@@ -187,15 +187,19 @@ def test_a_served_model_is_monitored(
             assert accuracy.details["value"] == 0.0
 
             # 4. health in /metrics; input rows back from the registry
-            metrics = client.get(f"{url}/metrics").text
-            for name in (
+            names = (
                 "modelkit_monitor_throughput",
                 "modelkit_monitor_window_latency_seconds",
                 "modelkit_monitor_error_rate",
                 "modelkit_monitor_rows_total",
                 "modelkit_request_duration_seconds_bucket",
-            ):
-                assert name in metrics, name
+            )
+            # each worker reports its own requests: one that has answered none yet (a new
+            # connection may reach it) has no latency buckets until its first /metrics
+            wait_until(
+                lambda: all(name in client.get(f"{url}/metrics").text for name in names),
+                "every health series in /metrics",
+            )
             by_id = {f.prediction_id: f for f in registry.feedback("seed")}
             assert by_id[ids[0]].inputs == X[:10].tolist()
         # 5. a clean stop
