@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_BINS",
     "DEFAULT_MAX_LEVELS",
     "MAX_LEVEL_CHARS",
+    "OUTPUT",
     "TARGET",
     "CategoricalProfile",
     "FeatureProfile",
@@ -39,11 +40,15 @@ __all__ = [
     "Profile",
     "default_feature_names",
     "is_categorical_dtype",
+    "output_table",
     "table_shape",
 ]
 
 TARGET = "__target__"
 """Feature name of a 1-D target in a profile (``__target__[j]`` for column j of a 2-D one)."""
+OUTPUT = "prediction"
+"""Name of a 1-D model output column in :attr:`Profile.outputs` (``prediction[j]`` for column
+j of 2-D outputs such as ``predict_proba``)."""
 DEFAULT_BINS = 20
 MAX_BINS = 50
 DEFAULT_MAX_LEVELS = 50
@@ -338,15 +343,28 @@ class Profile:
     it with ``Profile.from_data(batch, edges_from=reference)`` so histograms share edges and
     levels; combine shard profiles with :meth:`merge`; store it with :meth:`to_dict`. Each
     feature takes at most about 4 KiB of JSON, whatever the number of rows.
+
+    ``outputs``, when given, profiles a model's outputs on the same rows (columns
+    :data:`OUTPUT` or ``prediction[j]``): the reference of output drift, stored with the
+    artifact. A profile without it (as every profile written before it existed) simply has
+    no output reference.
     """
 
     features: tuple[FeatureProfile, ...] = attrs.field(converter=_feature_tuple)
     n_rows: int = attrs.field(converter=operator.index)
+    outputs: Profile | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise DataError(f"feature names must be distinct, got {names}")
+        if self.outputs is not None and (
+            self.outputs.n_rows != self.n_rows or self.outputs.outputs is not None
+        ):
+            raise DataError(
+                f"the outputs profile must describe the same {self.n_rows} rows (it has "
+                f"{self.outputs.n_rows}) and hold no outputs of its own"
+            )
         for feature in self.features:
             if feature.count + feature.missing != self.n_rows:
                 raise DataError(
@@ -364,6 +382,7 @@ class Profile:
         edges_from: Profile | None = None,
         bins: int | None = None,
         max_levels: int | None = None,
+        outputs: Any = None,
     ) -> Profile:
         """Profile ``X`` (a 2-D array, list of rows or DataFrame) and optionally ``y``.
 
@@ -379,6 +398,9 @@ class Profile:
                 merge bins, and a feature with at most ``bins`` distinct values gets one bin
                 per value.
             max_levels: most levels tracked per new categorical feature (1-200, default 50).
+            outputs: a model's outputs on the rows of ``X`` (1-D, or 2-D such as
+                ``predict_proba``), profiled as :attr:`outputs` (with ``edges_from``, on
+                its outputs' bins and levels).
 
         Raises:
             SignatureError: the data's features or kinds differ from ``edges_from``.
@@ -408,7 +430,10 @@ class Profile:
             _check_same_features(names, edges_from.feature_names, SignatureError)
             refs = {f.name: f for f in edges_from.features}
             features = [_feature_against(refs[n], col) for n, col in columns]
-        return cls(features=features, n_rows=n_rows)
+        output_profile = None
+        if outputs is not None:
+            output_profile = _outputs_profile(outputs, n_rows, edges_from, bins, max_levels)
+        return cls(features=features, n_rows=n_rows, outputs=output_profile)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -450,21 +475,32 @@ class Profile:
             DataError: the features, kinds, edges or levels differ.
         """
         _check_same_features(other.feature_names, self.feature_names, ValueError)
+        if (self.outputs is None) != (other.outputs is None):
+            raise DataError(
+                "cannot merge a profile with outputs and one without; profile every shard "
+                "with its outputs, or none"
+            )
         theirs = {f.name: f for f in other.features}
         merged: list[FeatureProfile] = []
         for mine in self.features:
             their = theirs[mine.name]
             merged.append(_merge_features(mine, their))
-        return Profile(features=merged, n_rows=self.n_rows + other.n_rows)
+        outputs = None
+        if self.outputs is not None and other.outputs is not None:
+            outputs = self.outputs.merge(other.outputs)
+        return Profile(features=merged, n_rows=self.n_rows + other.n_rows, outputs=outputs)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict (``json.dumps`` works as is); read back with :meth:`from_dict`."""
-        return {
+        data: dict[str, Any] = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "n_rows": self.n_rows,
             "features": [f.to_dict() for f in self.features],
         }
+        if self.outputs is not None:  # absent otherwise: older readers ignore it either way
+            data["outputs"] = self.outputs.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
@@ -486,9 +522,36 @@ class Profile:
                 fields = dict(entry)
                 feature_class = _FEATURE_CLASSES[fields.pop("kind")]
                 features.append(feature_class(**fields))
-            return cls(features=features, n_rows=data["n_rows"])
+            outputs = data.get("outputs")
+            return cls(
+                features=features,
+                n_rows=data["n_rows"],
+                outputs=None if outputs is None else cls.from_dict(outputs),
+            )
         except (KeyError, TypeError) as exc:
             raise DataError(f"malformed profile dict: {exc!r}") from exc
+
+
+def _outputs_profile(
+    outputs: Any, n_rows: int, edges_from: Profile | None, bins: int, max_levels: int
+) -> Profile:
+    """The profile of a model's outputs on ``n_rows`` rows (see ``Profile.from_data``)."""
+    table, names = output_table(outputs)
+    if edges_from is not None:
+        if edges_from.outputs is None:
+            raise DataError(
+                "edges_from has no outputs profile to profile these outputs against; leave "
+                "outputs out or give a reference profiled with its outputs"
+            )
+        profile = Profile.from_data(table, feature_names=names, edges_from=edges_from.outputs)
+    else:
+        profile = Profile.from_data(table, feature_names=names, bins=bins, max_levels=max_levels)
+    if profile.n_rows != n_rows:
+        raise DataError(
+            f"outputs have {profile.n_rows} rows but X has {n_rows}; give the model's outputs "
+            "on the same rows"
+        )
+    return profile
 
 
 def _merge_features(mine: FeatureProfile, theirs: FeatureProfile) -> FeatureProfile:
@@ -544,6 +607,24 @@ def _named_columns(
         return n_rows, [(names[j], table.iloc[:, j]) for j in range(n_columns)]
     array = as_array(table, "X")
     return n_rows, [(names[j], array[:, j]) for j in range(n_columns)]
+
+
+def output_table(outputs: Any) -> tuple[Any, tuple[str, ...]]:
+    """Model outputs (1-D or 2-D, array, list or pandas) as a 2-D table and its column names
+    (:data:`OUTPUT`, or ``prediction[j]`` for each column of 2-D outputs)."""
+    if is_pandas(outputs) and type(outputs).__name__ == "Series":
+        return outputs.to_frame(name=OUTPUT), (OUTPUT,)
+    if is_pandas(outputs):
+        columns = tuple(f"{OUTPUT}[{j}]" for j in range(outputs.shape[1]))
+        frame = outputs.copy()
+        frame.columns = list(columns)
+        return frame, columns
+    array = as_array(outputs, "outputs")
+    if array.ndim == 1:
+        return array.reshape(-1, 1), (OUTPUT,)
+    if array.ndim == 2:
+        return array, tuple(f"{OUTPUT}[{j}]" for j in range(array.shape[1]))
+    raise DataError(f"outputs must be 1-D or 2-D, got shape {array.shape}")
 
 
 def _target_columns(y: Any) -> tuple[int, list[tuple[str, Any]]]:

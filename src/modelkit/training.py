@@ -36,6 +36,7 @@ from modelkit.data import Dataset
 from modelkit.exceptions import ModelkitWarning, UsageError
 
 if TYPE_CHECKING:
+    from modelkit._profile import Profile
     from modelkit.model import Model
     from modelkit.registry import ModelVersion, Registry, Run
 
@@ -454,13 +455,15 @@ def _register(
 ) -> tuple[ModelVersion, Model]:
     """Profile the data, write the artifact, register it for the run, move the alias."""
     from modelkit.artifact import Artifact
+    from modelkit.model import Model
 
+    model = Model.wrap(fitted, sample=dataset.X, name=name)
     artifact = Artifact.from_model(
-        fitted,
+        model,
         name=name,
         sample=dataset.X,
         metrics=metrics,
-        profile=dataset.profile(),
+        profile=_reference_profile(dataset, model),
         fingerprint=dataset.fingerprint,
         tags=tags,
     )
@@ -469,6 +472,24 @@ def _register(
     if alias is not None:
         registry.set_alias(name, alias, version.version, reason=f"registered by run {run_id}")
     return version, artifact.model
+
+
+def _reference_profile(dataset: Dataset, model: Model) -> Profile:
+    """The training data's profile with the model's outputs on it: the reference of output
+    drift. A model that cannot predict its own training data gets a profile without outputs
+    (and a warning) rather than a failed run."""
+    try:
+        outputs = model.predict(dataset.X)
+    except Exception as exc:
+        warnings.warn(
+            f"{model.name or 'the model'} could not predict its training data "
+            f"({type(exc).__name__}: {exc}); the artifact gets no reference of its outputs, "
+            "so monitors built from it will not check output drift",
+            ModelkitWarning,
+            stacklevel=3,
+        )
+        return dataset.profile()
+    return dataset.profile(outputs=outputs)
 
 
 # -- train --------------------------------------------------------------------------------

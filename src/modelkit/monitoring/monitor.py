@@ -208,6 +208,7 @@ class Monitor:
         *,
         ids: Any = None,
         labels: Any = None,
+        scores: Any = None,
         at: datetime | None = None,
     ) -> list[DriftReport]:
         """Add a batch to the current window; return the reports of windows it closed.
@@ -217,16 +218,17 @@ class Monitor:
         used by windows by time). For performance tracking (when the monitor has a
         :attr:`performance` tracker): ``labels`` the true values when already known, or
         ``ids`` one prediction id per row, so that :meth:`label` can join labels that come
-        later. Both need ``outputs``. Thread-safe.
+        later. Both need ``outputs``; ``scores`` (the positive class's probability, or
+        ``predict_proba``'s rows) let the tracker follow ROC AUC. Thread-safe.
         """
         when = _now() if at is None else at
         if self.performance is not None and (labels is not None or ids is not None):
             if outputs is None:
                 raise UsageError("labels and ids need the outputs they are compared with")
             if labels is not None:
-                self.performance.add(outputs, labels, at=when)
+                self.performance.add(outputs, labels, scores=scores, at=when)
             else:
-                self.performance.expect(ids, outputs)
+                self.performance.expect(ids, outputs, scores=scores)
         if self.window.unit == "seconds":
             summary = self.reference.summarize(inputs, outputs, at=when)
             with self._lock:

@@ -11,8 +11,12 @@ with its baseline from the artifact's manifest by a statistical rule, not one no
     ``min_rows`` labelled rows.
 
 Accuracy uses a Wilson interval; F1 a seeded bootstrap; RMSE and MAE a normal interval on
-the squared and absolute errors. ``roc_auc`` needs scores, which recorded ``predict`` outputs
-are not: it is left out.
+the squared and absolute errors; ROC AUC (binary, or the macro average of one-vs-rest AUCs
+over several classes, as ``modelkit.train`` evaluates it) DeLong's interval, from the
+placement values of every scored row. AUC needs scores (the positive class's probability or
+decision value, or ``predict_proba``'s rows), given beside the outputs
+(``add(..., scores=...)``, ``expect(..., scores=...)``, ``Monitor.observe(..., scores=...)``);
+until ``min_rows`` labelled rows carry scores it reports "insufficient data".
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +37,13 @@ if TYPE_CHECKING:
     from modelkit.monitoring.monitor import Monitor
     from modelkit.registry import Feedback, Registry
 
-__all__ = ["HIGHER_IS_BETTER", "PerformanceReport", "PerformanceTracker"]
+__all__ = ["HIGHER_IS_BETTER", "PerformanceReport", "PerformanceTracker", "roc_auc"]
 
-HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "rmse": False, "mae": False}
+HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "roc_auc": True, "rmse": False, "mae": False}
 """The metrics a tracker computes, and their direction."""
-DEFAULT_TOLERANCE = {"accuracy": 0.02, "f1": 0.02, "rmse": 0.10, "mae": 0.10}
-"""Drops smaller than this are tolerated: absolute for accuracy and F1, relative (10% worse)
-for the errors."""
+DEFAULT_TOLERANCE = {"accuracy": 0.02, "f1": 0.02, "roc_auc": 0.02, "rmse": 0.10, "mae": 0.10}
+"""Drops smaller than this are tolerated: absolute for accuracy, F1 and AUC, relative (10%
+worse) for the errors."""
 _BOOTSTRAP = 200
 
 
@@ -104,10 +108,13 @@ class PerformanceTracker:
     ``baseline`` maps metric names to training-time values (``artifact.metrics``); only
     metrics present there and in :data:`HIGHER_IS_BETTER` are tracked. ``window`` is how
     many of the latest labelled rows count; ``positive`` the positive class for a binary F1
-    (default: macro F1). ``registry`` and ``name``: where :meth:`update_from_registry` reads
-    feedback and where drops are stored as alerts. In-process, labels can also follow by id:
-    :meth:`expect` keeps predicted outputs by id (``Monitor.observe(..., ids=...)`` does) and
-    :meth:`label` joins the labels when they come.
+    (default: macro F1) and a binary AUC (default: the larger of the two labels, as
+    scikit-learn's). ``classes`` names the columns of 2-D scores, in order (the model's
+    ``classes_``; default: the sorted labels seen). ``registry`` and ``name``: where
+    :meth:`update_from_registry` reads feedback and where drops are stored as alerts.
+    In-process, labels can also follow by id: :meth:`expect` keeps predicted outputs (and
+    scores) by id (``Monitor.observe(..., ids=...)`` does) and :meth:`label` joins the labels
+    when they come.
     """
 
     baseline: Mapping[str, float]
@@ -116,11 +123,13 @@ class PerformanceTracker:
     alpha: float = 0.05
     tolerance: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_TOLERANCE))
     positive: Any = None
+    classes: Sequence[Any] | None = None
     name: str | None = None
     registry: Registry | None = None
     monitor: Monitor | None = None
     _outputs: deque[Any] = attrs.field(init=False)
     _labels: deque[Any] = attrs.field(init=False)
+    _scores: deque[Any] = attrs.field(init=False)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _since: datetime | None = attrs.field(init=False, default=None)
     _start: datetime | None = attrs.field(init=False, default=None)
@@ -141,6 +150,7 @@ class PerformanceTracker:
             )
         self._outputs = deque(maxlen=self.window)
         self._labels = deque(maxlen=self.window)
+        self._scores = deque(maxlen=self.window)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -154,25 +164,36 @@ class PerformanceTracker:
         """How many labelled rows the window holds."""
         return len(self._labels)
 
-    def add(self, outputs: Any, labels: Any, *, at: datetime | None = None) -> None:
+    def add(
+        self, outputs: Any, labels: Any, *, scores: Any = None, at: datetime | None = None
+    ) -> None:
         """Add predicted ``outputs`` and their true ``labels`` (rows with label ``None`` are
-        skipped)."""
+        skipped). ``scores`` (optional, for AUC): one score per row (the positive class's
+        probability or decision value) or one row of class probabilities per row (2-D, in
+        the order of :attr:`classes`); rows of ``None`` or NaN have none."""
         outs = list(np.asarray(outputs, dtype=object).ravel())
         labs = list(np.asarray(labels, dtype=object).ravel())
         if len(outs) != len(labs):
             raise UsageError(f"got {len(outs)} outputs but {len(labs)} labels; give one per row")
+        self._append(outs, labs, _score_rows(scores, len(outs)), at)
+
+    def _append(
+        self, outs: list[Any], labs: list[Any], rows: list[Any], at: datetime | None
+    ) -> None:
         when = at or datetime.now(timezone.utc)
         with self._lock:
-            for output, label in zip(outs, labs, strict=True):
+            for output, label, score in zip(outs, labs, rows, strict=True):
                 if label is None or output is None:
                     continue
                 self._outputs.append(output)
                 self._labels.append(label)
+                self._scores.append(score)
             self._start = self._start or when
             self._end = when
 
-    def expect(self, ids: Iterable[Any], outputs: Any) -> None:
-        """Remember the outputs of predictions whose labels will come later (:meth:`label`).
+    def expect(self, ids: Iterable[Any], outputs: Any, *, scores: Any = None) -> None:
+        """Remember the outputs (and ``scores``, as in :meth:`add`) of predictions whose
+        labels will come later (:meth:`label`).
 
         At most ``max_waiting`` predictions wait (the oldest are forgotten first), so memory
         stays bounded when labels never come.
@@ -181,9 +202,10 @@ class PerformanceTracker:
         keys = [str(key) for key in ids]
         if len(keys) != len(outs):
             raise UsageError(f"got {len(keys)} ids but {len(outs)} outputs; give one per row")
+        rows = _score_rows(scores, len(outs))
         with self._lock:
-            for key, output in zip(keys, outs, strict=True):
-                self._waiting[key] = output
+            for key, output, score in zip(keys, outs, rows, strict=True):
+                self._waiting[key] = (output, score)
                 self._waiting.move_to_end(key)
             while len(self._waiting) > self.max_waiting:
                 self._waiting.popitem(last=False)
@@ -191,17 +213,18 @@ class PerformanceTracker:
     def label(self, labels: Mapping[Any, Any], *, at: datetime | None = None) -> int:
         """Join delayed labels with the outputs :meth:`expect` kept, by id; return how many
         matched (unknown or forgotten ids are ignored)."""
-        outputs, matched = [], []
+        outputs, matched, scores = [], [], []
         with self._lock:
             for key, value in labels.items():
                 if value is None:  # still unknown: keep waiting
                     continue
-                output = self._waiting.pop(str(key), None)
-                if output is not None:
-                    outputs.append(output)
+                kept = self._waiting.pop(str(key), None)
+                if kept is not None and kept[0] is not None:
+                    outputs.append(kept[0])
+                    scores.append(kept[1])
                     matched.append(value)
         if matched:
-            self.add(outputs, matched, at=at)
+            self._append(outputs, matched, scores, at)
         return len(matched)
 
     def add_feedback(self, feedback: Iterable[Feedback]) -> int:
@@ -234,8 +257,14 @@ class PerformanceTracker:
         with self._lock:
             y = np.asarray(list(self._labels), dtype=object)
             p = np.asarray(list(self._outputs), dtype=object)
+            scores = list(self._scores)
             start, end = self._start, self._end
-        reports = [self._report(metric, y, p, start, end) for metric in self.metrics]
+        reports = [
+            self._auc_report(y, scores, start, end)
+            if metric == "roc_auc"
+            else self._report(metric, y, p, start, end)
+            for metric in self.metrics
+        ]
         for report in reports:
             if report.drop and report.metric not in self._alerted:
                 self._alerted.add(report.metric)
@@ -254,6 +283,32 @@ class PerformanceTracker:
             store_alert(
                 self.registry, self.monitor, "performance", report.to_dict(), name=self.name
             )
+
+    def _auc_report(
+        self, y: np.ndarray, scores: list[Any], start: Any, end: Any
+    ) -> PerformanceReport:
+        from scipy.special import ndtri
+
+        baseline = float(self.baseline["roc_auc"])
+        threshold = baseline - self.tolerance.get("roc_auc", DEFAULT_TOLERANCE["roc_auc"])
+        scored = [i for i, score in enumerate(scores) if score is not None]
+        estimate = None
+        if len(scored) >= self.min_rows:
+            estimate = roc_auc(
+                y[scored], [scores[i] for i in scored], classes=self.classes, positive=self.positive
+            )
+        common: dict[str, Any] = {"metric": "roc_auc", "baseline": baseline}
+        common |= {"threshold": threshold, "n": len(scored), "model": self.name}
+        common |= {"start": start, "end": end}
+        if estimate is None:
+            return PerformanceReport(
+                value=math.nan, low=math.nan, high=math.nan, status="insufficient data", **common
+            )
+        value, se = estimate
+        z = float(ndtri(1 - self.alpha))
+        low, high = max(0.0, value - z * se), min(1.0, value + z * se)
+        status = "drop" if high < threshold else "ok"
+        return PerformanceReport(value=value, low=low, high=high, status=status, **common)
 
     def _report(
         self, metric: str, y: np.ndarray, p: np.ndarray, start: Any, end: Any
@@ -305,3 +360,103 @@ class PerformanceTracker:
         return PerformanceReport(
             value=value, low=low, high=high, status="drop" if drop else "ok", **common
         )
+
+
+def _score_rows(scores: Any, n: int) -> list[Any]:
+    """One score per row: ``None`` (no score: ``None`` or NaN given), a float (1-D scores)
+    or a float array (2-D scores)."""
+    if scores is None:
+        return [None] * n
+    try:
+        array = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"scores must be numbers (1-D or 2-D): {exc}") from exc
+    if array.ndim not in (1, 2):
+        raise UsageError(f"scores must be 1-D or 2-D, got shape {array.shape}")
+    rows: list[Any] = [
+        (row if array.ndim == 2 else float(row)) if np.isfinite(row).all() else None
+        for row in array  # a row with NaN (None given) has no score
+    ]
+    if len(rows) != n:
+        raise UsageError(f"got {len(rows)} rows of scores for {n} outputs; give one per row")
+    return rows
+
+
+def _placements(positive: np.ndarray, negative: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """AUC and DeLong's placement values: for each positive the share of negatives scored
+    below it, for each negative the share of positives scored above it (ties count half)."""
+    from scipy.stats import rankdata
+
+    m, n = positive.size, negative.size
+    ranks = rankdata(np.concatenate((positive, negative)))
+    below = (ranks[:m] - rankdata(positive)) / n
+    above = 1 - (ranks[m:] - rankdata(negative)) / m
+    return float(below.mean()), below, above
+
+
+def roc_auc(
+    labels: Any,
+    scores: Sequence[Any],
+    *,
+    classes: Sequence[Any] | None = None,
+    positive: Any = None,
+) -> tuple[float, float] | None:
+    """ROC AUC and its standard error (DeLong), or ``None`` when a class is missing.
+
+    ``scores``: one float per row (binary: the ``positive`` class's score, by default the
+    larger label) or one array of class scores per row, in the order of ``classes``
+    (default: the sorted labels). Two columns are binary (column 1 scores ``classes[1]``);
+    more give the macro average of one-vs-rest AUCs over the classes present, whose
+    standard error comes from each row's influence on every class's AUC (rows are the
+    positives of one class and negatives of the others, so the AUCs are correlated).
+    """
+    y = np.asarray(labels, dtype=object)
+    if all(np.ndim(score) == 0 for score in scores):
+        matrix = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+        names = sorted(set(y.tolist()), key=_order)
+        if len(names) != 2:
+            return None
+        targets = [names[1] if positive is None else positive]
+    else:
+        widths = {np.size(score) for score in scores}
+        if len(widths) != 1:
+            raise UsageError(f"rows of scores have different lengths: {sorted(widths)}")
+        matrix = np.vstack([np.asarray(score, dtype=np.float64) for score in scores])
+        names = list(classes) if classes is not None else sorted(set(y.tolist()), key=_order)
+        if len(names) != matrix.shape[1]:
+            if classes is not None:
+                raise UsageError(
+                    f"scores have {matrix.shape[1]} columns but classes names {len(names)}: "
+                    f"{list(names)}"
+                )
+            return None  # some classes not seen yet: their columns cannot be named
+        if matrix.shape[1] == 2:
+            column = 1 if positive is None else names.index(positive)
+            matrix, targets = matrix[:, [column]], [names[column]]
+        else:
+            targets = names
+    if not np.isfinite(matrix).all():
+        raise UsageError("scores must be finite numbers")
+    aucs, influence = [], np.zeros(y.size)
+    for j, target in enumerate(targets):
+        hit = y == target
+        m, n = int(hit.sum()), int((~hit).sum())
+        if m < 2 or n < 2:
+            continue
+        auc, below, above = _placements(matrix[hit, j], matrix[~hit, j])
+        aucs.append(auc)
+        part = np.empty(y.size)
+        part[hit] = (below - auc) / math.sqrt(m * (m - 1))
+        part[~hit] = (above - auc) / math.sqrt(n * (n - 1))
+        influence += part
+    if not aucs:
+        return None
+    k = len(aucs)
+    return float(np.mean(aucs)), float(math.sqrt(np.sum((influence / k) ** 2)))
+
+
+def _order(value: Any) -> tuple[str, Any]:
+    """Sort key for labels of any type (numbers by value, others by text)."""
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        return ("", float(value))
+    return (type(value).__name__, str(value))

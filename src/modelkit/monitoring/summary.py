@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
-from modelkit._fingerprint import as_array, is_pandas
+from modelkit._fingerprint import is_pandas
 from modelkit._profile import (
     EDGE_SAMPLE,
+    OUTPUT,
     CategoricalProfile,
     FeatureProfile,
     NumericProfile,
@@ -41,6 +42,7 @@ from modelkit._profile import (
     _numeric_values,
     _object_numbers,
     is_categorical_dtype,
+    output_table,
 )
 from modelkit.exceptions import DataError, SignatureError
 
@@ -69,8 +71,6 @@ BUCKETS = 32
 MAX_UNTRACKED = 16
 """Untracked categorical values a window counts per feature (the most frequent; merging is
 exact while a feature has at most this many distinct untracked values)."""
-OUTPUT = "prediction"
-"""Name of a 1-D output column (``prediction[j]`` for column j of 2-D outputs)."""
 _BLOCK = 1 << 14
 FORMAT = "modelkit.reference"
 FORMAT_VERSION = 1
@@ -100,7 +100,10 @@ class JointReference:
     values 0, ``±inf`` ±4): a fixed, bounded transform, so every moment exists whatever the
     tails. ``corr`` holds the correlation of every pair ``(i, j), i < j`` (in the order of
     ``numpy.triu_indices``) and ``variance`` the asymptotic variance of ``sqrt(n) * (r - rho)``
-    estimated from fourth moments (the delta method: no normality assumed).
+    estimated from fourth moments (the delta method: no normality assumed). ``dof`` holds,
+    per pair, the degrees of freedom of that variance estimate (``2 / CV²`` of the estimate),
+    with which the dependence check treats each standardised change as a Student-type ratio
+    rather than a normal one; empty (unknown) means exact variances.
     """
 
     names: tuple[str, ...] = attrs.field(converter=_strs)
@@ -109,17 +112,21 @@ class JointReference:
     corr: tuple[float, ...] = attrs.field(converter=_floats)
     variance: tuple[float, ...] = attrs.field(converter=_floats)
     n_rows: int = attrs.field(converter=operator.index)
+    dof: tuple[float, ...] = attrs.field(default=(), converter=_floats)
 
     def __attrs_post_init__(self) -> None:
         k = len(self.names)
         pairs = k * (k - 1) // 2
-        if not (len(self.center) == len(self.scale) == k) or not (
-            len(self.corr) == len(self.variance) == pairs
+        if (
+            not (len(self.center) == len(self.scale) == k)
+            or not (len(self.corr) == len(self.variance) == pairs)
+            or len(self.dof) not in (0, pairs)
         ):
             raise DataError(
                 f"a joint reference of {k} features needs {k} centers and scales and "
-                f"{pairs} correlations and variances, got {len(self.center)}, "
-                f"{len(self.scale)}, {len(self.corr)} and {len(self.variance)}"
+                f"{pairs} correlations and variances (and none or {pairs} dof), got "
+                f"{len(self.center)}, {len(self.scale)}, {len(self.corr)}, "
+                f"{len(self.variance)} and {len(self.dof)}"
             )
         if any(not s > 0 for s in self.scale):
             raise DataError(f"joint reference scales must be positive, got {list(self.scale)}")
@@ -173,6 +180,7 @@ class JointReference:
             "corr": list(self.corr),
             "variance": list(self.variance),
             "n_rows": self.n_rows,
+            "dof": list(self.dof),
         }
 
     @classmethod
@@ -198,20 +206,28 @@ class JointReference:
         if n > JOINT_SAMPLE:
             index = np.sort(np.random.default_rng(0).choice(n, JOINT_SAMPLE, replace=False))
             sample = [column[index] for column in columns]
-        variance = _correlation_variance(joint.transform(sample))
-        return cls(names, center, scale, np.nan_to_num(sums.correlations()), variance, n)
+        variance, dof = _correlation_variance(joint.transform(sample))
+        corr = np.nan_to_num(sums.correlations())
+        return cls(names, center, scale, corr, variance, n, dof)
 
 
 def _n_pairs(k: int) -> int:
     return k * (k - 1) // 2
 
 
-def _correlation_variance(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Asymptotic variance of ``sqrt(n)(r_ij - rho_ij)`` for every pair (delta method)."""
+DOF_SAMPLE = 16_384
+"""Most rows whose eighth moments estimate the precision (``dof``) of the variances."""
+
+
+def _correlation_variance(
+    values: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Asymptotic variance of ``sqrt(n)(r_ij - rho_ij)`` for every pair (delta method), and
+    the degrees of freedom of each estimate (see :func:`_variance_dof`)."""
     k = values.shape[1]
     rows, cols = _pairs(k)
     if not rows.size:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     centered = values - values.mean(axis=0)
     sd = centered.std(axis=0)
     sd[sd == 0] = 1.0
@@ -228,7 +244,40 @@ def _correlation_variance(values: NDArray[np.float64]) -> NDArray[np.float64]:
         + r * r / 4 * (m40[rows] + m40[cols] + 2 * m22[rows, cols])
         - r * (m31[rows, cols] + m31[cols, rows])
     )
-    return np.asarray(np.maximum(variance, 1e-12), dtype=np.float64)
+    dof = _variance_dof(z[:DOF_SAMPLE], r, rows, cols, n)
+    return np.asarray(np.maximum(variance, 1e-12), dtype=np.float64), dof
+
+
+def _variance_dof(
+    z: NDArray[np.float64],
+    r: NDArray[np.float64],
+    rows: NDArray[np.intp],
+    cols: NDArray[np.intp],
+    n: int,
+) -> NDArray[np.float64]:
+    """Degrees of freedom ``2 / CV²`` of each pair's variance estimate from ``n`` rows.
+
+    The estimate is the mean over rows of ``φ = a b + r²/4 (a² + b² + 2 a b) - r (a + b) z_i
+    z_j`` (``a = z_i²``, ``b = z_j²``), so its squared coefficient of variation is
+    ``Var(φ) / (n E[φ]²)``, estimated here on the standardised rows ``z`` (a prefix of the
+    sample is enough: only its order of magnitude matters). Heavy tails and few rows give
+    few degrees of freedom: a noisy variance, hence a heavier tail of the change it
+    standardises.
+    """
+    first = np.zeros(rows.size)
+    second = np.zeros(rows.size)
+    for start in range(0, z.shape[0], 4096):
+        block = z[start : start + 4096]
+        zi, zj = block[:, rows], block[:, cols]
+        a, b = zi * zi, zj * zj
+        phi = a * b + r * r / 4 * (a * a + b * b + 2 * a * b) - r * (a + b) * zi * zj
+        first += phi.sum(axis=0)
+        second += (phi * phi).sum(axis=0)
+    size = max(z.shape[0], 1)
+    mean = first / size
+    spread = np.maximum(second / size - mean * mean, 0.0)
+    cv2 = spread / (n * np.maximum(mean * mean, 1e-24))
+    return np.asarray(2 / np.maximum(cv2, 1e-9), dtype=np.float64)
 
 
 @attrs.frozen
@@ -304,23 +353,6 @@ def _bucket_map(value: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
 # -- the reference --------------------------------------------------------------------------
 
 
-def _output_table(outputs: Any) -> tuple[Any, tuple[str, ...]]:
-    """Outputs as a 2-D table and the names of its columns."""
-    if is_pandas(outputs) and type(outputs).__name__ == "Series":
-        return outputs.to_frame(name=OUTPUT), (OUTPUT,)
-    if is_pandas(outputs):
-        columns = tuple(f"{OUTPUT}[{j}]" for j in range(outputs.shape[1]))
-        frame = outputs.copy()
-        frame.columns = list(columns)
-        return frame, columns
-    array = as_array(outputs, "outputs")
-    if array.ndim == 1:
-        return array.reshape(-1, 1), (OUTPUT,)
-    if array.ndim == 2:
-        return array, tuple(f"{OUTPUT}[{j}]" for j in range(array.shape[1]))
-    raise DataError(f"outputs must be 1-D or 2-D, got shape {array.shape}")
-
-
 def _numeric_column(feature: NumericProfile, column: Any) -> NDArray[np.float64]:
     if is_categorical_dtype(getattr(column, "dtype", np.dtype("O"))):
         return _object_numbers(feature.name, column)
@@ -346,9 +378,9 @@ class Reference:
 
     Fit one with :meth:`fit` (from the reference data, ideally the training data, and the
     model's outputs on it) or :meth:`from_profile` (from an artifact's profile: no dependence
-    check and no output drift then). ``buckets`` holds the hash-bucket counts
-    (:func:`bucket_counts`) of categorical features with more levels than the profile tracks.
-    Each feature takes at most about 4 KiB
+    check then, and output drift when the profile holds the model's outputs). ``buckets``
+    holds the hash-bucket counts (:func:`bucket_counts`) of categorical features with more
+    levels than the profile tracks. Each feature takes at most about 4 KiB
     (:meth:`size_per_feature`).
     """
 
@@ -386,7 +418,7 @@ class Reference:
         inputs = Profile.from_data(X, feature_names=feature_names, bins=bins, max_levels=max_levels)
         output_profile = None
         if outputs is not None:
-            table, names = _output_table(outputs)
+            table, names = output_table(outputs)
             output_profile = Profile.from_data(table, feature_names=names, bins=bins)
             if output_profile.n_rows != inputs.n_rows:
                 raise DataError(
@@ -412,13 +444,15 @@ class Reference:
 
     @classmethod
     def from_profile(cls, profile: Profile) -> Reference:
-        """A reference from an existing profile (an artifact's): inputs only, no joint part.
+        """A reference from an existing profile (an artifact's): no joint part.
 
-        Target columns (``__target__``) are dropped: labels are not predictions, so they
-        cannot be the reference of output drift.
+        The profile's :attr:`~modelkit.Profile.outputs` (the model's outputs on its training
+        data, which ``modelkit.train`` stores) are the reference of output drift; a profile
+        without them gives none. Target columns (``__target__``) are dropped: labels are not
+        predictions, so they cannot be the reference of output drift.
         """
         inputs = Profile(features=profile.inputs, n_rows=profile.n_rows)
-        return cls(inputs=inputs)
+        return cls(inputs=inputs, outputs=profile.outputs)
 
     def size_per_feature(self) -> int:
         """Largest JSON size in bytes one input feature takes (its profile and joint share)."""
@@ -505,7 +539,7 @@ class Reference:
         inputs = Profile(features=features, n_rows=n_rows)
         output_profile = None
         if self.outputs is not None and outputs is not None:
-            table, out_names = _output_table(outputs)
+            table, out_names = output_table(outputs)
             output_profile = Profile.from_data(
                 table, feature_names=out_names, edges_from=self.outputs
             )

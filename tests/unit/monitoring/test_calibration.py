@@ -56,7 +56,7 @@ def _alarms(n_ref: int, n_cur: int, scenario: str, runs: int, seed: int) -> tupl
     return alarms, first
 
 
-@pytest.mark.parametrize(("n_ref", "n_cur"), [(1000, 1000), (500, 2000)])
+@pytest.mark.parametrize(("n_ref", "n_cur"), [(1000, 1000), (500, 2000), (1000, 10_000)])
 def test_false_alarms_stay_near_five_percent(n_ref: int, n_cur: int) -> None:
     runs = 250
     alarms, _ = _alarms(n_ref, n_cur, "none", runs, seed=n_ref + n_cur)

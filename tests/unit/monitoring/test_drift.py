@@ -12,9 +12,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.unit.monitoring.helpers import Make, mixed
 
+from modelkit._profile import NumericProfile
 from modelkit.exceptions import UsageError
 from modelkit.monitoring import DriftConfig, Reference, check_drift
-from modelkit.monitoring.drift import cauchy_combination, holm_sidak
+from modelkit.monitoring.drift import (
+    _Component,
+    _conditional_p,
+    _design_chi_square,
+    _design_variance,
+    _feature_p,
+    _quantile_design,
+    _sum_of_squares_p,
+    cauchy_combination,
+    holm_sidak,
+)
 from modelkit.monitoring.report import DriftReport
 
 REFERENCE = Reference.fit(mixed(5000, 0))
@@ -236,3 +247,131 @@ def test_the_cauchy_combination_of_equal_p_values_is_that_p_value() -> None:
     assert cauchy_combination([0.01, 0.01, 0.01]) == pytest.approx(0.01, rel=1e-9)
     assert cauchy_combination([]) == 1.0
     assert cauchy_combination([0.3]) == 0.3
+
+
+# -- calibration of the single tests -----------------------------------------------------------
+
+
+def _numeric_reference(values: np.ndarray) -> NumericProfile:
+    feature = Reference.fit(pd.DataFrame({"v": values})).inputs["v"]
+    assert isinstance(feature, NumericProfile)
+    return feature
+
+
+def test_bins_made_from_the_reference_quantiles_have_known_masses() -> None:
+    rng = np.random.default_rng(0)
+    reference = _numeric_reference(rng.standard_normal(1000))
+    masses = _quantile_design(reference)
+    assert masses is not None
+    assert masses.sum() == pytest.approx(1.0)
+    assert masses[0] == masses[-1] == pytest.approx(1 / 1002)  # the open ends: one spacing
+    assert masses[1:-1] == pytest.approx(np.asarray(reference.counts[1:-1]) / 1002)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(1).poisson(3.0, 1000).astype(float),  # one bin per value
+        np.where(np.random.default_rng(2).random(1000) < 0.6, 0.0, 1.0 + np.arange(1000.0)),
+        np.append(np.random.default_rng(3).standard_normal(999), np.inf),
+        np.random.default_rng(4).standard_normal(100_000),  # edges from a sample
+    ],
+    ids=["discrete", "atom", "infinite", "sampled edges"],
+)
+def test_other_bins_are_tested_as_multinomial_counts(values: np.ndarray) -> None:
+    assert _quantile_design(_numeric_reference(values)) is None
+
+
+@pytest.mark.parametrize(("size", "cells"), [(1000, 20), (100, 20), (50, 5)])
+def test_the_design_variance_is_the_dirichlet_pearson_variance(size: int, cells: int) -> None:
+    """With a huge window the statistic is the Pearson sum of the bins' Dirichlet masses:
+    its variance must match that of simulated masses (not the chi-square's 2 (K - 1))."""
+    rng = np.random.default_rng(size)
+    pi = np.full(cells, 1 / cells)
+    total = size + 1.0
+    masses = rng.dirichlet(total * pi, size=200_000)
+    statistic = (total + 1) * ((masses - pi) ** 2 / pi).sum(axis=1)
+    assert statistic.mean() == pytest.approx(cells - 1, rel=0.01)
+    expected = _design_variance(pi, 1e15, total)
+    assert statistic.var() == pytest.approx(expected, rel=0.03)
+    if (size, cells) == (100, 20):  # few rows per bin: a plain chi-square is too light
+        assert expected > 1.1 * 2 * (cells - 1)
+
+
+def test_the_shape_test_is_calibrated_when_the_reference_is_much_smaller() -> None:
+    """A 1,000-row reference against 10,000-row windows: the statistic's mean is K - 1 and
+    p < 0.05 about 5% of the time."""
+    from scipy.stats import binom
+
+    rng = np.random.default_rng(5)
+    excess, alarms, runs = [], 0, 300
+    for _ in range(runs):
+        reference = Reference.fit(pd.DataFrame({"v": rng.standard_normal(1000)}))
+        window = reference.summarize(pd.DataFrame({"v": rng.standard_normal(10_000)}))
+        feature = reference.inputs["v"]
+        assert isinstance(feature, NumericProfile)
+        masses = _quantile_design(feature)
+        assert masses is not None
+        counts = np.asarray(window.inputs["v"].counts, dtype=np.float64)  # type: ignore[union-attr]
+        statistic, df, p = _design_chi_square(counts, 10_000, masses, 1000)
+        excess.append(statistic - df)
+        alarms += p < 0.05
+    assert abs(np.mean(excess)) < 3 * math.sqrt(2 * 19 / runs)
+    assert binom.ppf(0.0005, runs, 0.05) <= alarms <= binom.isf(0.0005, runs, 0.05)
+
+
+def test_the_missing_rate_test_is_exact_in_the_tail_of_unbalanced_samples() -> None:
+    """10,000 reference rows against 1,000, 2% missing: the conditional test's p-values stay
+    at or below nominal far in the tail (the normal approximation gave 1.2x at 0.001)."""
+    rng = np.random.default_rng(6)
+    runs = 20_000
+    a = rng.binomial(10_000, 0.02, runs)
+    b = rng.binomial(1000, 0.02, runs)
+    pairs = {(int(x), int(y)) for x, y in zip(a, b, strict=True)}
+    table = {(x, y): _conditional_p(y, x + y, 11_000, 1000) for x, y in pairs}
+    p = np.array([table[int(x), int(y)] for x, y in zip(a, b, strict=True)])
+    assert (p > 0).all()
+    assert (p <= 1).all()
+    for level in (0.05, 0.01, 0.002):
+        assert np.mean(p < level) <= level * 1.15
+
+
+def test_equal_missing_rates_do_not_hide_a_moved_category() -> None:
+    """Both samples miss exactly 20 values: the missing-rate test says nothing (p = 1), and
+    the levels that moved must still be flagged."""
+    levels = np.array(["a", "b", "c"])
+    reference = pd.DataFrame({"c": pd.Series(levels[np.arange(2000) % 3], dtype=object)})
+    current = pd.DataFrame({"c": pd.Series(np.where(np.arange(2000) % 4 == 0, "a", "b"))})
+    reference.loc[:19, "c"] = None
+    current.loc[:19, "c"] = None
+    fitted = Reference.fit(reference)
+    [feature] = check_drift(fitted, fitted.summarize(current), SIGNIFICANCE).features
+    assert feature.p_value is not None
+    assert feature.p_value < 1e-10
+    assert feature.aspect == "levels"
+
+
+def test_the_feature_p_value_is_a_weighted_bonferroni_of_its_parts() -> None:
+    parts = [_Component("missing", 1.0, 0.0), _Component("levels", 0.001, 30.0)]
+    assert _feature_p(parts) == pytest.approx(0.001 / 0.8)
+    parts.append(_Component("new levels", 0.0001, 9.0))
+    assert _feature_p(parts) == pytest.approx(0.0001 / 0.2)
+    assert _feature_p([_Component("missing", 0.3, 1.0)]) == 0.3
+
+
+def test_the_dependence_check_accounts_for_noisy_variances() -> None:
+    """Heavy tails make the reference's fourth moments, hence each pair's variance, noisy:
+    fewer degrees of freedom, a larger variance of the sum, a larger p-value."""
+    rng = np.random.default_rng(7)
+    heavy = Reference.fit(pd.DataFrame(rng.standard_t(3, (500, 4)), columns=list("abcd")))
+    light = Reference.fit(pd.DataFrame(rng.standard_normal((500, 4)), columns=list("abcd")))
+    assert heavy.joint is not None
+    assert light.joint is not None
+    assert np.median(heavy.joint.dof) < np.median(light.joint.dof)
+    assert 100 < np.median(light.joint.dof) < 400  # 2 / CV² of a mean of z²z² over 500 rows
+    z = np.full(6, 2.0)
+    valid = np.ones(6, dtype=bool)
+    reference = np.zeros(6)
+    exact = _sum_of_squares_p(z, reference, valid, 4)
+    noisy = _sum_of_squares_p(z, reference, valid, 4, np.full(6, 20.0))
+    assert exact < noisy

@@ -13,7 +13,7 @@ import pytest
 
 from modelkit.exceptions import UsageError
 from modelkit.hookspecs import hookimpl
-from modelkit.monitoring.performance import PerformanceReport, PerformanceTracker
+from modelkit.monitoring.performance import PerformanceReport, PerformanceTracker, roc_auc
 from modelkit.registry import PredictionRecord, Registry
 
 
@@ -48,11 +48,13 @@ def by_metric(reports: list[PerformanceReport]) -> dict[str, PerformanceReport]:
 
 def test_a_clear_drop_is_reported_once(recorder: Recorder) -> None:
     tracker = PerformanceTracker(baseline={"accuracy": 0.90, "f1": 0.90, "roc_auc": 0.95})
-    assert tracker.metrics == ("accuracy", "f1")  # roc_auc needs scores
+    assert tracker.metrics == ("accuracy", "f1", "roc_auc")
     tracker.add(*labelled(1000, 0.75))
     reports = by_metric(tracker.check())
     assert reports["accuracy"].drop
     assert reports["f1"].drop
+    assert reports["roc_auc"].status == "insufficient data"  # no scores were given
+    assert reports["roc_auc"].n == 0
     accuracy = reports["accuracy"]
     assert accuracy.low < accuracy.value < accuracy.high < accuracy.threshold == 0.88
     assert [r.metric for r in recorder.reports] == ["accuracy", "f1"]
@@ -180,3 +182,101 @@ def test_labels_from_the_registry_join_predictions_by_id(
 def test_update_from_registry_needs_one() -> None:
     with pytest.raises(UsageError, match="registry and name"):
         PerformanceTracker(baseline={"accuracy": 0.9}).update_from_registry()
+
+
+# -- ROC AUC from scores -------------------------------------------------------------------
+
+
+def scored(n: int, separation: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Binary outputs, labels and positive-class scores; AUC = Φ(separation / √2)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    scores = rng.normal(labels * separation, 1.0)
+    return (scores > separation / 2).astype(int), labels, scores
+
+
+def test_auc_matches_scikit_learn_with_delong_intervals() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    _, labels, scores = scored(800, 1.0, seed=10)
+    estimate = roc_auc(labels, list(scores))
+    assert estimate is not None
+    value, se = estimate
+    assert value == pytest.approx(roc_auc_score(labels, scores))
+    assert 0.01 < se < 0.03
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 3, 900)
+    logits = rng.normal(size=(900, 3))
+    logits[np.arange(900), y] += 1.0
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    macro = roc_auc(y, list(probabilities))
+    assert macro is not None
+    assert macro[0] == pytest.approx(roc_auc_score(y, probabilities, multi_class="ovr"))
+    two = roc_auc(np.array(["no", "yes"])[labels], list(np.column_stack([-scores, scores])))
+    assert two is not None
+    assert two[0] == pytest.approx(value)
+
+
+def test_the_auc_interval_covers_the_true_auc() -> None:
+    """Over many windows of 300 rows, the 95% DeLong interval holds the true AUC about 95%
+    of the time (Φ(1 / √2) = 0.760 for a separation of one standard deviation)."""
+    from scipy.stats import binom
+
+    truth = 0.7602499389065233
+    hits, runs = 0, 400
+    for seed in range(runs):
+        _, labels, scores = scored(300, 1.0, seed=seed)
+        estimate = roc_auc(labels, list(scores))
+        assert estimate is not None
+        hits += abs(estimate[0] - truth) < 1.96 * estimate[1]
+    assert binom.ppf(0.0005, runs, 0.95) <= hits <= binom.isf(0.0005, runs, 0.95)
+
+
+def test_an_auc_drop_is_reported_from_scored_feedback(recorder: Recorder) -> None:
+    tracker = PerformanceTracker(baseline={"roc_auc": 0.86}, window=1000)
+    outputs, labels, scores = scored(1000, 1.5, seed=12)  # AUC about 0.86: as trained
+    tracker.add(outputs, labels, scores=scores)
+    [report] = tracker.check()
+    assert report.status == "ok"
+    assert report.low < 0.86 < report.high
+    outputs, labels, scores = scored(1000, 0.8, seed=13)  # AUC about 0.71
+    ids = [f"r{i}" for i in range(1000)]
+    tracker.expect(ids, outputs, scores=scores)
+    assert tracker.label(dict(zip(ids, labels.tolist(), strict=True))) == 1000
+    [report] = tracker.check()
+    assert report.drop
+    assert report.high < report.threshold == pytest.approx(0.84)
+    assert [r.metric for r in recorder.reports] == ["roc_auc"]
+
+
+def test_auc_counts_only_scored_rows_and_needs_both_classes() -> None:
+    tracker = PerformanceTracker(baseline={"roc_auc": 0.8, "accuracy": 0.8}, min_rows=50)
+    outputs, labels, scores = scored(200, 1.0, seed=14)
+    tracker.add(outputs[:100], labels[:100])  # no scores
+    partial = [None if i % 10 == 0 else float(v) for i, v in enumerate(scores[100:])]
+    tracker.add(outputs[100:], labels[100:], scores=partial)
+    reports = by_metric(tracker.check())
+    assert reports["roc_auc"].n == 90
+    assert reports["accuracy"].n == 200
+    assert roc_auc([1, 1, 1], [0.2, 0.5, 0.9]) is None  # one class: no AUC
+    three_columns = [[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1], [0.1, 0.8, 0.1]]
+    assert roc_auc([0, 1, 0, 1], three_columns) is None  # class 2 not seen: columns unnamed
+
+
+@pytest.mark.parametrize(
+    ("scores", "message"),
+    [
+        (["a", "b"], "must be numbers"),
+        (np.zeros((2, 2, 2)), "1-D or 2-D"),
+        ([0.1], "one per row"),
+    ],
+)
+def test_bad_scores_are_refused(scores: Any, message: str) -> None:
+    tracker = PerformanceTracker(baseline={"roc_auc": 0.8})
+    with pytest.raises(UsageError, match=message):
+        tracker.add([0, 1], [0, 1], scores=scores)
+
+
+def test_scores_must_match_the_classes_given() -> None:
+    with pytest.raises(UsageError, match="3 columns but classes names 2"):
+        roc_auc([0, 1, 0], [[0.2, 0.3, 0.5]] * 3, classes=[0, 1])

@@ -14,6 +14,7 @@ from tests.unit.monitoring.helpers import Make, mixed
 
 from modelkit._profile import CategoricalProfile, NumericProfile, Profile
 from modelkit.exceptions import DataError, SignatureError
+from modelkit.monitoring import DriftConfig, check_drift
 from modelkit.monitoring.summary import (
     BUCKETS,
     MAX_UNTRACKED,
@@ -211,3 +212,74 @@ def test_the_small_batch_path_matches_the_profile(
     for edge in feature.edges:  # values exactly on the edges, the last one included
         column = np.append(column, edge)
     assert _numeric_against(feature, column) == _feature_against(feature, column)
+
+
+# -- the model's outputs in a profile (the artifact's reference of output drift) -------------
+
+
+def test_a_profile_with_outputs_is_a_reference_of_output_drift(make: Make) -> None:
+    frame = make(2000, 30)
+    profile = Profile.from_data(frame, outputs=(frame["x"] > 0).astype(int))
+    assert profile.outputs is not None
+    assert profile.outputs.feature_names == ("prediction",)
+    assert profile.outputs.n_rows == 2000
+    reference = Reference.from_profile(profile)
+    assert reference.outputs == profile.outputs
+    live = make(2000, 31, shift=1.0)
+    window = reference.summarize(live, (live["x"] > 0).astype(int))
+    report = check_drift(reference, window, DriftConfig(mode="significance"))
+    output = next(f for f in report.features if f.role == "output")
+    assert (output.name, output.status) == ("prediction", "drift")
+
+
+def test_outputs_round_trip_and_older_profiles_have_none(make: Make) -> None:
+    frame = make(500, 32)
+    probabilities = np.column_stack([np.linspace(0, 1, 500), np.linspace(1, 0, 500)])
+    profile = Profile.from_data(frame, outputs=probabilities)
+    assert profile.outputs is not None
+    assert profile.outputs.feature_names == ("prediction[0]", "prediction[1]")
+    data = json.loads(json.dumps(profile.to_dict()))
+    assert Profile.from_dict(data) == profile
+    del data["outputs"]  # as written before outputs existed
+    older = Profile.from_dict(data)
+    assert older.outputs is None
+    assert Reference.from_profile(older).outputs is None
+    assert "outputs" not in Profile.from_data(frame).to_dict()  # unchanged without outputs
+
+
+def test_profiles_with_outputs_merge_and_profile_against_each_other(make: Make) -> None:
+    frame = make(1000, 33)
+    outputs = np.arange(1000) % 3
+    whole = Profile.from_data(frame, outputs=outputs)
+    first = Profile.from_data(frame.iloc[:400], outputs=outputs[:400], edges_from=whole)
+    second = Profile.from_data(frame.iloc[400:], outputs=outputs[400:], edges_from=whole)
+    merged = first.merge(second)
+    assert merged.outputs is not None
+    assert whole.outputs is not None
+    assert merged.outputs.features == whole.outputs.features
+    with pytest.raises(DataError, match="with outputs and one without"):
+        first.merge(Profile.from_data(frame.iloc[400:], edges_from=whole))
+    with pytest.raises(DataError, match="no outputs profile"):
+        Profile.from_data(frame, outputs=outputs, edges_from=Profile.from_data(frame))
+
+
+def test_outputs_of_other_rows_are_refused(make: Make) -> None:
+    frame = make(100, 34)
+    with pytest.raises(DataError, match="outputs have 99 rows but X has 100"):
+        Profile.from_data(frame, outputs=np.zeros(99))
+    short = Profile.from_data(frame.iloc[:50])
+    with pytest.raises(DataError, match="same 100 rows"):
+        Profile(features=Profile.from_data(frame).features, n_rows=100, outputs=short)
+
+
+def test_the_joint_reference_keeps_the_precision_of_its_variances(make: Make) -> None:
+    joint = Reference.fit(make(800, 35)).joint
+    assert joint is not None
+    assert len(joint.dof) == len(joint.corr)
+    assert all(d > 0 for d in joint.dof)
+    data = json.loads(json.dumps(joint.to_dict()))
+    assert JointReference(**data) == joint
+    del data["dof"]  # written before the precision was kept: exact variances assumed
+    assert JointReference(**data).dof == ()
+    with pytest.raises(DataError, match="none or 1 dof"):
+        JointReference(["a", "b"], [0.0, 0.0], [1.0, 1.0], [0.0], [1.0], 10, [1.0, 2.0])
