@@ -41,6 +41,7 @@ __all__ = [
     "default_feature_names",
     "is_categorical_dtype",
     "output_table",
+    "outputs_profile",
     "table_shape",
 ]
 
@@ -431,8 +432,15 @@ class Profile:
             refs = {f.name: f for f in edges_from.features}
             features = [_feature_against(refs[n], col) for n, col in columns]
         output_profile = None
-        if outputs is not None:
-            output_profile = _outputs_profile(outputs, n_rows, edges_from, bins, max_levels)
+        if outputs is not None and edges_from is None:
+            output_profile = outputs_profile(outputs, n_rows, bins=bins, max_levels=max_levels)
+        elif outputs is not None and edges_from is not None:
+            if edges_from.outputs is None:
+                raise DataError(
+                    "edges_from has no outputs profile to profile these outputs against; leave "
+                    "outputs out or give a reference profiled with its outputs"
+                )
+            output_profile = outputs_profile(outputs, n_rows, edges_from=edges_from.outputs)
         return cls(features=features, n_rows=n_rows, outputs=output_profile)
 
     @property
@@ -532,24 +540,25 @@ class Profile:
             raise DataError(f"malformed profile dict: {exc!r}") from exc
 
 
-def _outputs_profile(
-    outputs: Any, n_rows: int, edges_from: Profile | None, bins: int, max_levels: int
+def outputs_profile(
+    outputs: Any,
+    n_rows: int,
+    *,
+    edges_from: Profile | None = None,
+    bins: int | None = None,
+    max_levels: int | None = None,
 ) -> Profile:
-    """The profile of a model's outputs on ``n_rows`` rows (see ``Profile.from_data``)."""
+    """The profile of a model's ``outputs`` on ``n_rows`` rows (columns of
+    :func:`output_table`): new bins and levels, or those of ``edges_from`` (a reference's
+    outputs profile, :attr:`Profile.outputs`)."""
     table, names = output_table(outputs)
-    if edges_from is not None:
-        if edges_from.outputs is None:
-            raise DataError(
-                "edges_from has no outputs profile to profile these outputs against; leave "
-                "outputs out or give a reference profiled with its outputs"
-            )
-        profile = Profile.from_data(table, feature_names=names, edges_from=edges_from.outputs)
-    else:
-        profile = Profile.from_data(table, feature_names=names, bins=bins, max_levels=max_levels)
+    profile = Profile.from_data(
+        table, feature_names=names, edges_from=edges_from, bins=bins, max_levels=max_levels
+    )
     if profile.n_rows != n_rows:
         raise DataError(
-            f"outputs have {profile.n_rows} rows but X has {n_rows}; give the model's outputs "
-            "on the same rows"
+            f"outputs have {profile.n_rows} rows but X has {n_rows}; give one output per "
+            "input row (the model's outputs on the same rows)"
         )
     return profile
 

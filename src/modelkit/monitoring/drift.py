@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
-from modelkit._profile import CategoricalProfile, NumericProfile, Profile
+from modelkit._profile import EDGE_SAMPLE, CategoricalProfile, NumericProfile, Profile
 from modelkit.exceptions import UsageError
 from modelkit.monitoring.report import DriftReport, FeatureDrift
 
@@ -240,8 +240,6 @@ def _quantile_design(ref: NumericProfile) -> NDArray[np.float64] | None:
     typical count: an atom (a value repeated across several quantiles, such as the zeros of a
     zero-inflated feature), whose count is multinomial, not fixed by the construction.
     """
-    from modelkit._profile import EDGE_SAMPLE
-
     size = ref.n_finite
     if (
         len(ref.edges) < 3
@@ -316,6 +314,19 @@ def _design_variance(pi: NDArray[np.float64], m: float, total: float) -> float:
     cross = 4 * share * (1 - share) * (cells - 1)
     variance = share * share * dirichlet + (1 - share) ** 2 * multinomial + cross
     return max(variance, cells - 1)
+
+
+def _shape(
+    ref: NumericProfile, a: NDArray[np.float64], b: NDArray[np.float64], n: float, m: float
+) -> tuple[float, int, float]:
+    """The omnibus chi-square of a numeric feature's bin counts ``a`` (reference) and ``b``
+    (window): on the known masses when the bins are the reference's own quantiles
+    (:func:`_design_chi_square`), else the pooled two-sample chi-square."""
+    masses = _quantile_design(ref)
+    if masses is not None:
+        return _design_chi_square(b, m, masses, ref.n_finite)
+    ids = _groups((a + b) / (n + m), MIN_EXPECTED / min(n, m))
+    return _chi_square(a, b, n, m, ids)
 
 
 @attrs.frozen
@@ -541,13 +552,7 @@ def _numeric(
             scale = abs(parts[1]) if len(parts) > 1 else 0.0
             aspect = "location" if location >= scale else "scale"
             components.append(_Component(aspect, p_smooth, location**2 + scale**2))
-        masses = _quantile_design(ref)
-        if masses is not None:
-            statistic, df, p_chi = _design_chi_square(b, m, masses, ref.n_finite)
-        else:
-            pooled = (a + b) / (n + m)
-            ids = _groups(pooled, MIN_EXPECTED / min(n, m))
-            statistic, df, p_chi = _chi_square(a, b, n, m, ids)
+        statistic, df, p_chi = _shape(ref, a, b, n, m)
         if df > len(parts):  # weight: the statistic's excess over its mean
             components.append(_Component("shape", p_chi, max(statistic - df, 0.0)))
         effects.append(_wasserstein(a, b, n, m, z))
@@ -721,7 +726,7 @@ def _sum_of_squares_p(
     """
     pairs = int(valid.sum())
     shared = 2.0 * max(k - 2, 0) * float(np.sum(np.nan_to_num(reference[valid]) ** 2))
-    if dof is None or not dof.size:
+    if dof is None:
         mean, variance = float(pairs), 2.0 * (pairs + shared)
     else:
         nu = np.maximum(dof[valid], 5.0)

@@ -1,9 +1,11 @@
 """Infrastructure health: latency, errors, throughput, queue depth, load time, and SLO alerts.
 
-A :class:`HealthTracker` is fed by the serving layer (``observe_request`` after each
-request, ``set_queue_depth``, ``model_loaded``), renders its figures in the Prometheus text
-format for ``/metrics`` (:meth:`HealthTracker.render`) and checks service-level objectives
-(:class:`SLO`) over a sliding time window::
+A :class:`HealthTracker` is fed request by request (``observe_request``) or from cumulative
+figures kept elsewhere (``observe_totals``: what a serving application does with its own
+request metrics, every few seconds), plus ``set_queue_depth`` and ``model_loaded``. It
+renders its figures in the Prometheus text format for ``/metrics``
+(:meth:`HealthTracker.render`) and checks service-level objectives (:class:`SLO`) over a
+sliding time window::
 
     health = HealthTracker(slo=SLO(p99_seconds=0.250, error_rate=0.01))
     health.observe_request("churn", seconds=0.012, ok=True)
@@ -84,10 +86,17 @@ class HealthAlert:
 
 @attrs.define
 class _Pane:
-    counts: list[int]
+    counts: list[int] = attrs.field(factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     errors: int = 0
     total: int = 0
     seconds: float = 0.0
+
+    def add(self, counts: list[int], *, errors: int, total: int, seconds: float) -> None:
+        """Add the figures of other requests (a histogram's counts and their sums)."""
+        self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+        self.errors += errors
+        self.total += total
+        self.seconds += seconds
 
 
 def _quantile(counts: list[int], q: float) -> float:
@@ -140,14 +149,7 @@ class HealthTracker:
         index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
         pane_id = self._pane_id()
         with self._lock:
-            panes = self._panes.setdefault(model, {})
-            pane = panes.get(pane_id)
-            if pane is None:
-                pane = panes[pane_id] = _Pane([0] * (len(LATENCY_BUCKETS) + 1))
-                for old in [k for k in panes if k <= pane_id - PANES]:
-                    del panes[old]
-            total = self._totals.setdefault(model, _Pane([0] * (len(LATENCY_BUCKETS) + 1)))
-            for target in (pane, total):
+            for target in self._targets(model, pane_id):
                 target.counts[index] += 1
                 target.total += 1
                 target.errors += not ok
@@ -178,18 +180,24 @@ class HealthTracker:
                 errors, total, seconds = errors - before[1], total - before[2], seconds - before[3]
             if total <= 0:
                 return
-            panes = self._panes.setdefault(model, {})
-            pane = panes.get(pane_id)
-            if pane is None:
-                pane = panes[pane_id] = _Pane([0] * (len(LATENCY_BUCKETS) + 1))
-                for old in [k for k in panes if k <= pane_id - PANES]:
-                    del panes[old]
-            grand = self._totals.setdefault(model, _Pane([0] * (len(LATENCY_BUCKETS) + 1)))
-            for target in (pane, grand):
-                target.counts = [a + b for a, b in zip(target.counts, counts, strict=True)]
-                target.total += total
-                target.errors += errors
-                target.seconds += seconds
+            for target in self._targets(model, pane_id):
+                target.add(counts, errors=errors, total=total, seconds=seconds)
+
+    def _targets(self, model: str, pane_id: int) -> tuple[_Pane, _Pane]:
+        """The current pane of ``model`` (panes out of the window dropped) and its totals.
+
+        Call with the lock held.
+        """
+        panes = self._panes.setdefault(model, {})
+        pane = panes.get(pane_id)
+        if pane is None:
+            pane = panes[pane_id] = _Pane()
+            for old in [k for k in panes if k <= pane_id - PANES]:
+                del panes[old]
+        totals = self._totals.get(model)
+        if totals is None:
+            totals = self._totals[model] = _Pane()
+        return pane, totals
 
     def set_queue_depth(self, depth: int) -> None:
         """Record how many requests are waiting (micro-batching queue, worker backlog)."""
@@ -203,13 +211,10 @@ class HealthTracker:
 
     def _window(self, model: str) -> _Pane:
         now = self._pane_id()
-        merged = _Pane([0] * (len(LATENCY_BUCKETS) + 1))
+        merged = _Pane()
         for pane_id, pane in self._panes.get(model, {}).items():
             if pane_id > now - PANES:
-                merged.counts = [a + b for a, b in zip(merged.counts, pane.counts, strict=True)]
-                merged.errors += pane.errors
-                merged.total += pane.total
-                merged.seconds += pane.seconds
+                merged.add(pane.counts, errors=pane.errors, total=pane.total, seconds=pane.seconds)
         return merged
 
     def check(self) -> list[HealthAlert]:

@@ -42,7 +42,7 @@ from modelkit._profile import (
     _numeric_values,
     _object_numbers,
     is_categorical_dtype,
-    output_table,
+    outputs_profile,
 )
 from modelkit.exceptions import DataError, SignatureError
 
@@ -418,13 +418,9 @@ class Reference:
         inputs = Profile.from_data(X, feature_names=feature_names, bins=bins, max_levels=max_levels)
         output_profile = None
         if outputs is not None:
-            table, names = output_table(outputs)
-            output_profile = Profile.from_data(table, feature_names=names, bins=bins)
-            if output_profile.n_rows != inputs.n_rows:
-                raise DataError(
-                    f"outputs have {output_profile.n_rows} rows but X has {inputs.n_rows}; "
-                    "give the model's outputs on the same rows"
-                )
+            output_profile = outputs_profile(
+                outputs, inputs.n_rows, bins=bins, max_levels=max_levels
+            )
         _, columns = _named_columns(X, feature_names, inputs)
         by_name = dict(columns)
         buckets = {
@@ -539,15 +535,7 @@ class Reference:
         inputs = Profile(features=features, n_rows=n_rows)
         output_profile = None
         if self.outputs is not None and outputs is not None:
-            table, out_names = output_table(outputs)
-            output_profile = Profile.from_data(
-                table, feature_names=out_names, edges_from=self.outputs
-            )
-            if output_profile.n_rows != n_rows:
-                raise DataError(
-                    f"outputs have {output_profile.n_rows} rows but X has {n_rows}; give one "
-                    "output per input row"
-                )
+            output_profile = outputs_profile(outputs, n_rows, edges_from=self.outputs)
         joint = None
         if self.joint is not None:
             joint = self.joint.sums([numeric[name] for name in self.joint.names])
