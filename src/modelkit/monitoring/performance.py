@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
+from modelkit._metrics import f1_score
 from modelkit.exceptions import UsageError
 
 if TYPE_CHECKING:
@@ -90,17 +91,6 @@ def _wilson(k: float, n: int, z: float) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _f1(y: np.ndarray, p: np.ndarray, positive: Any) -> float:
-    classes = [positive] if positive is not None else list(np.unique(np.concatenate((y, p))))
-    scores = []
-    for c in classes:
-        tp = float(np.sum((p == c) & (y == c)))
-        fp = float(np.sum((p == c) & (y != c)))
-        fn = float(np.sum((p != c) & (y == c)))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
-    return float(np.mean(scores))
-
-
 @attrs.define(kw_only=True)
 class PerformanceTracker:
     """Rolling performance of a model from labelled predictions.
@@ -108,7 +98,8 @@ class PerformanceTracker:
     ``baseline`` maps metric names to training-time values (``artifact.metrics``); only
     metrics present there and in :data:`HIGHER_IS_BETTER` are tracked. ``window`` is how
     many of the latest labelled rows count; ``positive`` the positive class for a binary F1
-    (default: macro F1) and a binary AUC (default: the larger of the two labels, as
+    (default: ``classes[1]`` when ``classes`` names two, as ``modelkit.train`` evaluates a
+    binary model, else macro F1) and a binary AUC (default: the larger of the two labels, as
     scikit-learn's). ``classes`` names the columns of 2-D scores, in order (the model's
     ``classes_``; default: the sorted labels seen). ``registry`` and ``name``: where
     :meth:`update_from_registry` reads feedback and where drops are stored as alerts.
@@ -337,10 +328,13 @@ class PerformanceTracker:
             value = hits / n
             low, high = _wilson(hits, n, z)
         elif metric == "f1":
-            value = _f1(y, p, self.positive)
+            positive = self.positive
+            if positive is None and self.classes is not None and len(self.classes) == 2:
+                positive = self.classes[1]
+            value = f1_score(y, p, positive)
             rng = np.random.default_rng(0)
             draws = [
-                _f1(y[idx], p[idx], self.positive)
+                f1_score(y[idx], p[idx], positive)
                 for idx in rng.integers(0, n, size=(_BOOTSTRAP, n))
             ]
             low, high = (float(q) for q in np.quantile(draws, [self.alpha, 1 - self.alpha]))

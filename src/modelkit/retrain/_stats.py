@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from modelkit._metrics import f1_score
 from modelkit.exceptions import UsageError
 
 __all__ = [
@@ -56,24 +57,12 @@ def mcnemar_midp(b: int, c: int) -> float:
     return min(1.0, upper + 0.5 * pmf(c))
 
 
-def _f1(y: np.ndarray, p: np.ndarray, positive: Any) -> float:
-    """Binary F1 for ``positive``; macro F1 over the labels present when it is ``None``."""
-    labels = [positive] if positive is not None else list(dict.fromkeys([*y.tolist(), *p.tolist()]))
-    scores = []
-    for label in labels:
-        tp = float(np.sum((p == label) & (y == label)))
-        fp = float(np.sum((p == label) & (y != label)))
-        fn = float(np.sum((p != label) & (y == label)))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else math.nan
-
-
 def metric_value(metric: str, y: np.ndarray, p: np.ndarray, *, positive: Any = None) -> float:
     """The value of ``metric`` for predictions ``p`` of truths ``y`` (as usually reported)."""
     if metric == "accuracy":
         return float(np.mean(p == y))
     if metric == "f1":
-        return _f1(y, p, positive)
+        return f1_score(y, p, positive)
     yf, pf = y.astype(float), p.astype(float)
     if metric == "rmse":
         return float(np.sqrt(np.mean((pf - yf) ** 2)))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from modelkit.exceptions import UnsupportedModelError
+from modelkit.exceptions import RegistryError, UnsupportedModelError
 from modelkit.serving._http import ServingError
 from modelkit.serving._records import ServedModel
 from modelkit.serving.batching import BatchOptions
@@ -115,6 +115,23 @@ def open_registry(registry: Registry | str | None) -> Registry:
     if isinstance(registry, Registry):
         return registry
     return Registry(registry)
+
+
+def own_registry(registry: Registry | str | None) -> tuple[Registry, bool]:
+    """A registry for a background thread, and whether the caller is to close it.
+
+    A :class:`~modelkit.Registry` is reopened (connections of its own, so that closing
+    either never closes one the other uses), or shared when its backend cannot be; a URL (or
+    ``None``: the default location) is opened.
+    """
+    from modelkit.registry import Registry
+
+    if not isinstance(registry, Registry):
+        return Registry(registry), True
+    try:
+        return registry.reopen(), True
+    except RegistryError:
+        return registry, False
 
 
 def describe(entry: ServedModel) -> str:

@@ -392,10 +392,10 @@ class _Queues:
         return options.max_wait_ms / 1000 if in_progress > 0 else 0.0
 
 
-def _observer(app: App) -> BatchObserver | None:
-    """Where the application's batches go to be monitored (``None``: nowhere)."""
+def _observer(app: App, served: ServedModel) -> BatchObserver | None:
+    """Where a batch of ``served`` goes to be monitored (``None``: nowhere)."""
     monitoring = app.monitoring
-    return None if monitoring is None else monitoring.batch_observer()
+    return None if monitoring is None else monitoring.batch_observer(served)
 
 
 def _guarded(
@@ -497,7 +497,7 @@ class ThreadBatcher:
                 return
 
     def _compute(self, served: ServedModel, works: list[Work]) -> None:
-        compute(served, works, _observer(self._app))
+        compute(served, works, _observer(self._app, served))
 
     def _linger(self, name: str) -> None:
         """Wait (lock held) while more works for ``name`` are on their way."""
@@ -676,7 +676,7 @@ class AsyncBatcher:
 
     def _compute(self, served: ServedModel, works: list[Work]) -> None:
         started = time.perf_counter()
-        compute(served, works, _observer(self._app))
+        compute(served, works, _observer(self._app, served))
         seconds = (time.perf_counter() - started) / len(works)
         previous = self._cost.get(served.name, seconds)
         self._cost[served.name] = 0.8 * previous + 0.2 * seconds  # per request, smoothed

@@ -38,6 +38,7 @@ import numpy as np
 from modelkit.exceptions import NotFoundError, RegistryError, UsageError
 from modelkit.registry import MAX_PREDICTION_ID, PredictionRecord
 from modelkit.serving._http import HTTPError, json_body, jsonable, require_json
+from modelkit.serving._loading import own_registry
 from modelkit.serving.core import Response
 
 if TYPE_CHECKING:
@@ -345,11 +346,10 @@ def make_recorder(app: App, opened: Registry) -> PredictionRecorder:
     A registry the caller gave is reopened, so that closing it never closes a connection
     the writer thread is using; a registry the application opened is its own.
     """
-    target, owned = opened, opened is not app.registry
-    if not owned:
-        try:
-            target, owned = opened.reopen(), True
-        except RegistryError:
+    target, owned = opened, True
+    if opened is app.registry:
+        target, owned = own_registry(opened)
+        if not owned:
             logger.info("recording predictions through the registry given: %s", opened.url)
     days = app.feedback_retention_days
     return PredictionRecorder(

@@ -39,7 +39,6 @@ import os
 import random
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -49,13 +48,12 @@ import attrs
 
 from modelkit.exceptions import (
     ModelkitError,
-    MonitoringWarning,
-    RegistryError,
     ServingError,
     UsageError,
 )
 from modelkit.monitoring.health import SLO, HealthTracker
-from modelkit.monitoring.monitor import AsyncObserver, Monitor, Window
+from modelkit.monitoring.monitor import AsyncObserver, Monitor, Window, _warn
+from modelkit.serving._loading import own_registry
 from modelkit.serving.metrics import _escape
 
 if TYPE_CHECKING:
@@ -241,13 +239,11 @@ class ServingMonitor:
     def _chosen(self, served: Mapping[str, ServedModel]) -> dict[str, Monitor | None]:
         """The served models to monitor, each with the monitor given for it (or ``None``)."""
         option = self.option
-        if isinstance(option, Monitor):
-            if len(served) != 1:
-                raise ServingError(
-                    f"monitor=Monitor(...) is for one served model, but {len(served)} are "
-                    "served; pass a mapping of model name to Monitor instead"
-                )
-            return dict.fromkeys(served, option)
+        if isinstance(option, Monitor) and len(served) != 1:
+            raise ServingError(
+                f"monitor=Monitor(...) is for one served model, but {len(served)} are "
+                "served; pass a mapping of model name to Monitor instead"
+            )
         if isinstance(option, Mapping):
             unknown = sorted(set(option) - set(served) - {"*"})
             if unknown:
@@ -255,26 +251,23 @@ class ServingMonitor:
                     f"monitor names models that are not served: {unknown} (serving: "
                     f"{sorted(served)})"
                 )
-            default = option.get("*", True)
-            items = {name: option.get(name, default) for name in served}
-            return {
-                name: item if isinstance(item, Monitor) else None
-                for name, item in items.items()
-                if item is not False
-            }
-        return dict.fromkeys(served)
+        choices = {name: self._choice(name) for name in served}
+        return {
+            name: item if isinstance(item, Monitor) else None
+            for name, item in choices.items()
+            if item is not False
+        }
+
+    def _choice(self, name: str) -> Monitor | bool:
+        """What the ``monitor`` option says for served model ``name``."""
+        option = self.option
+        if isinstance(option, Mapping):
+            return option.get(name, option.get("*", True))
+        return option
 
     def _open(self, registry: Registry | str | None) -> None:
-        from modelkit.registry import Registry
-
         try:
-            if isinstance(registry, Registry):
-                try:
-                    self.registry, self._owns_registry = registry.reopen(), True
-                except RegistryError:
-                    self.registry, self._owns_registry = registry, False
-            else:
-                self.registry, self._owns_registry = Registry(registry), True
+            self.registry, self._owns_registry = own_registry(registry)
         except ModelkitError as exc:
             logger.warning("monitoring stores no alert: cannot open the registry (%s)", exc)
         self.health.registry = self.registry
@@ -328,19 +321,28 @@ class ServingMonitor:
             return None
         from modelkit.monitoring.performance import PerformanceTracker
 
+        classes = served.model.classes
         try:
-            return PerformanceTracker(baseline=artifact.metrics, name=served.name, monitor=monitor)
+            return PerformanceTracker(
+                baseline=artifact.metrics,
+                name=served.name,
+                monitor=monitor,
+                classes=None if classes is None else classes.tolist(),
+            )
         except UsageError:  # no metric it can track in the manifest
             return None
 
     # -- the request path --------------------------------------------------------------------
 
-    def batch_observer(self) -> Callable[[ServedModel, Any, Any], None]:
-        """:meth:`submit`, for a batch about to be computed; starts the timer in this process
-        if it has not started yet (so a batch whose requests all fail starts it too)."""
+    def batch_observer(self, served: ServedModel) -> Callable[[ServedModel, Any, Any], None] | None:
+        """:meth:`submit` for a batch of ``served`` about to be computed, or ``None`` when that
+        version is not monitored (the batch then hands nothing over). Starts the timer in
+        this process if it has not started yet (so a batch whose requests all fail starts it
+        too)."""
         if self._thread is None and self._timed:
             self._spawn()
-        return self.submit
+        watch = self._watches.get(served.name)
+        return None if watch is None or watch.served is not served else self.submit
 
     def submit(self, served: ServedModel, inputs: Any, outputs: Any) -> None:
         """Hand a computed batch over (its checked rows and ``predict`` outputs); never blocks.
@@ -383,7 +385,7 @@ class ServingMonitor:
         self.health.model_loaded(new.name, new.load_seconds)
         with self._lock:
             previous = self._watches.pop(old.name, None)
-        if previous is None and not self._monitored(new.name):
+        if previous is None and self._choice(new.name) is False:
             return
         given = previous.monitor if previous is not None and previous.given else None
         try:
@@ -398,13 +400,6 @@ class ServingMonitor:
         if previous is not None and previous.observer is not None:
             previous.observer.flush(self.options.max_delay + 5.0)
             previous.observer.close()
-
-    def _monitored(self, name: str) -> bool:
-        option = self.option
-        if isinstance(option, Mapping):
-            item = option.get(name, option.get("*", True))
-            return item is not False
-        return True
 
     def close(self, timeout: float = 5.0) -> bool:
         """Observe what is waiting (at most ``timeout`` seconds), stop the threads; ``True``
@@ -597,14 +592,6 @@ _COUNTERS = (
     ("batches_dropped_total", "dropped", "Batches not observed: the queue was full."),
     ("failures_total", "failed", "Batches a monitor failed on (skipped, with a warning)."),
 )
-
-
-def _warn(message: str) -> None:
-    """Warn with a :class:`MonitoringWarning`; never raise, even where warnings are errors."""
-    try:
-        warnings.warn(MonitoringWarning(message), stacklevel=2)
-    except Exception:
-        logger.warning("MonitoringWarning: %s", message)
 
 
 def _count(watch: _Watch, what: str) -> int:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from modelkit.exceptions import RegistryError
+from modelkit.serving._loading import own_registry
 from modelkit.serving.core import Response, ServedModel
 
 if TYPE_CHECKING:
@@ -282,18 +282,8 @@ class ModelWatcher:
 
     def _open_registry(self) -> Registry:
         """The watcher's own registry: a clone of the app's, or one opened from its URL."""
-        if self._registry is not None:
-            return self._registry
-        from modelkit.registry import Registry
-
-        source = self.app.registry
-        if isinstance(source, Registry):
-            try:
-                self._registry, self._owns_registry = source.reopen(), True
-            except RegistryError:
-                self._registry, self._owns_registry = source, False
-        else:
-            self._registry, self._owns_registry = Registry(source), True
+        if self._registry is None:
+            self._registry, self._owns_registry = own_registry(self.app.registry)
         return self._registry
 
     def _close_registry(self) -> None:

@@ -280,3 +280,20 @@ def test_bad_scores_are_refused(scores: Any, message: str) -> None:
 def test_scores_must_match_the_classes_given() -> None:
     with pytest.raises(UsageError, match="3 columns but classes names 2"):
         roc_auc([0, 1, 0], [[0.2, 0.3, 0.5]] * 3, classes=[0, 1])
+
+
+def test_binary_f1_is_that_of_the_second_class_as_training_evaluates_it() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(7)
+    labels = np.where(rng.random(600) < 0.2, "yes", "no")  # an imbalanced positive class
+    outputs = np.where(rng.random(600) < 0.8, labels, np.where(labels == "yes", "no", "yes"))
+    binary = PerformanceTracker(baseline={"f1": 0.5}, classes=["no", "yes"])
+    macro = PerformanceTracker(baseline={"f1": 0.5})
+    for tracker in (binary, macro):
+        tracker.add(outputs, labels)
+    (report,) = binary.check()
+    assert report.value == pytest.approx(f1_score(labels, outputs, pos_label="yes"))
+    (report,) = macro.check()
+    assert report.value == pytest.approx(f1_score(labels, outputs, average="macro"))
+    assert binary.check()[0].value < report.value  # the rare class is the harder one

@@ -88,6 +88,18 @@ def post(app: App, rows: Any, path: str = "/predict", **extra: Any) -> Any:
     return json.loads(response.body)
 
 
+def send_labels(app: App, key: str, labels: list[int]) -> None:
+    response = app.handle(
+        Request(
+            "POST",
+            "/feedback",
+            headers={"content-type": "application/json"},
+            body=json.dumps({"id": key, "label": labels}).encode(),
+        )
+    )
+    assert response.status == 200, response.body
+
+
 def started(*models: Any, **options: Any) -> App:
     options.setdefault("monitor_options", FAST)
     app = App(*models, **options)
@@ -260,15 +272,7 @@ def test_labels_sent_to_another_process_count_once_and_alert_once(
     assert first.recorder.flush()
     wrong = {key: [int(1 - v) for v in registry.prediction(key).outputs or []] for key in ids}
     for key, labels in wrong.items():  # labels through the other worker
-        response = second.handle(
-            Request(
-                "POST",
-                "/feedback",
-                headers={"content-type": "application/json"},
-                body=json.dumps({"id": key, "label": labels}).encode(),
-            )
-        )
-        assert response.status == 200, response.body
+        send_labels(second, key, labels)
     for app in (first, second, first, second):
         assert app.monitoring is not None
         app.monitoring.check_now()
@@ -530,3 +534,31 @@ def test_labels_are_read_less_often_while_none_come(registry: Registry, seed_dat
     monitoring.check_now()
     assert monitoring._labels_wait == 2.0  # labels came: read again at the next check
     app.drain()
+
+
+def test_a_served_classifier_tracks_f1_as_training_evaluated_it(
+    tmp_path: Path, seed_model: Model, seed_data: Any, alerts: Alerts
+) -> None:
+    from sklearn.metrics import f1_score
+
+    X, y = seed_data
+    with Registry(str(tmp_path / "f1")) as reg:
+        saved = Artifact.from_model(
+            seed_model, name="churn", sample=X, profile=Profile.from_data(X), metrics={"f1": 1.0}
+        )
+        reg.register("churn", saved)
+        app = started("churn/1", registry=reg)
+        ids = [post(app, X[start : start + 10].tolist())["id"] for start in range(0, 300, 10)]
+        assert app.recorder is not None
+        assert app.recorder.flush()
+        outputs: list[Any] = []
+        for key, start in zip(ids, range(0, 300, 10), strict=True):
+            outputs.extend(reg.prediction(key).outputs or [])
+            labels = [int(v) for v in y[start : start + 10]]
+            send_labels(app, key, labels)
+        assert app.monitoring is not None
+        app.monitoring.check_now()
+        (report,) = alerts.performance
+        positive = seed_model.classes[1]
+        assert report.value == pytest.approx(f1_score(y[:300], outputs, pos_label=positive))
+        app.drain()
