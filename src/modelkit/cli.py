@@ -8,14 +8,23 @@ Errors a user can fix print one ``error: …`` line and exit with status 1; no t
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from modelkit._version import __version__
 from modelkit.exceptions import ModelkitError
 
-__all__ = ["Command", "build_parser", "main", "port_number", "positive_int", "seconds"]
+__all__ = [
+    "Command",
+    "build_parser",
+    "main",
+    "number",
+    "port_number",
+    "positive_int",
+    "seconds",
+]
 
 
 @runtime_checkable
@@ -42,15 +51,47 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
-def seconds(text: str) -> float:
-    """argparse type: a number of seconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
+def number(
+    what: str,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    at_most: float | None = None,
+) -> Callable[[str], float]:
+    """An argparse type: a number within the bounds given (never NaN), called ``what`` in
+    its error (``number("a number of seconds", above=0)`` refuses ``0`` with "expected a
+    number of seconds > 0, got '0'")."""
+    low = above if above is not None else at_least
+    high = below if below is not None else at_most
+    if high == math.inf:  # "below=math.inf" refuses inf; the message gives the lower bound
+        high = None
+    if low is not None and high is not None:
+        bounds = f"in {'(' if above is not None else '['}{low:g}, {high:g}"
+        bounds += ")" if below is not None else "]"
+    elif low is not None:
+        bounds = f"{'>' if above is not None else '>='} {low:g}"
+    else:
+        bounds = f"{'<' if below is not None else '<='} {high:g}" if high is not None else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = not math.isnan(value)
+        inside = inside and (above is None or value > above) and (below is None or value < below)
+        inside = inside and (at_least is None or value >= at_least)
+        if not (inside and (at_most is None or value <= at_most)):
+            raise argparse.ArgumentTypeError(f"expected {what} {bounds}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+seconds = number("a number of seconds", at_least=0)
+"""argparse type: a number of seconds >= 0."""
 
 
 def port_number(text: str) -> int:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import pluggy
 import pytest
 
 from modelkit import __version__
-from modelkit.cli import main
+from modelkit.cli import main, number, seconds
 from modelkit.exceptions import NotFoundError
 from modelkit.hookspecs import hookimpl
 
@@ -85,3 +86,29 @@ def test_a_plugin_command_without_the_protocol_is_reported(
     plugin_manager.register(Registers("broken", NotACommand()))
     assert main(["plugins"]) == 1
     assert "'broken' command does not implement modelkit.cli.Command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad", "message"),
+    [
+        (seconds, {"0": 0.0, "2.5": 2.5}, ["-1", "nan", "x"], "a number of seconds >= 0"),
+        (
+            number("a fraction", above=0, at_most=1),
+            {"1": 1.0},
+            ["0", "1.5"],
+            "a fraction in (0, 1]",
+        ),
+        (number("a share", at_least=0, below=1), {"0": 0.0}, ["1", "-0.1"], "a share in [0, 1)"),
+        (number("a delay", above=0, below=float("inf")), {"3": 3.0}, ["0", "inf"], "a delay > 0"),
+        (number("a score", at_most=1), {"-5": -5.0}, ["2", "NaN"], "a score <= 1"),
+    ],
+)
+def test_number_types_accept_their_range_and_name_it(
+    kind: Any, good: dict[str, float], bad: list[str], message: str
+) -> None:
+    for text, value in good.items():
+        assert kind(text) == value
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError) as caught:
+            kind(text)
+        assert str(caught.value) == f"expected {message}, got {text!r}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import signal
 import threading
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from modelkit._tables import format_float, render_table
-from modelkit.cli import positive_int, seconds
+from modelkit.cli import number, positive_int, seconds
 from modelkit.default_plugins.registry_commands import (
     add_common_options,
     open_registry,
@@ -47,24 +48,8 @@ __all__ = [
 ]
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+_fraction = number("a number", above=0, below=1)
+_non_negative = number("a number", at_least=0, below=math.inf)
 
 
 def add_gate_options(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from modelkit.cli import port_number, positive_int, seconds
+from modelkit.cli import number, port_number, positive_int, seconds
 from modelkit.exceptions import ModelkitError
 from modelkit.hookspecs import hookimpl
 
@@ -100,42 +100,10 @@ def _sources(items: Sequence[str]) -> list[str | dict[str, str]]:
     return sources
 
 
-def _positive_seconds(text: str) -> float:
-    """argparse type: a number of seconds > 0."""
-    value = seconds(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
-
-
-def _milliseconds(text: str) -> float:
-    """argparse type: a number of milliseconds ≥ 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number of milliseconds >= 0, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    """argparse type: a number in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
-    return value
-
-
-def _positive_milliseconds(text: str) -> float:
-    """argparse type: a number of milliseconds > 0."""
-    value = _milliseconds(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of milliseconds > 0, got {text!r}")
-    return value
+_positive_seconds = number("a number of seconds", above=0)
+_milliseconds = number("a number of milliseconds", at_least=0, below=math.inf)
+_positive_milliseconds = number("a number of milliseconds", above=0, below=math.inf)
+_fraction = number("a fraction", above=0, at_most=1)
 
 
 def _one_line(exc: BaseException) -> str:
