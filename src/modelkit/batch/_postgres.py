@@ -10,21 +10,22 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
-import numpy as np
 
 from modelkit.batch._records import (
-    CONSTANT_COLUMNS,
     ChunkOutput,
     JobSpec,
     check_table,
     quote_identifier,
 )
-from modelkit.batch._sqlbase import JOB_COLUMN, ROW_COLUMN, ROWS_SUFFIX, Layout, SqlSinkBase
+from modelkit.batch._sqlbase import Layout, SqlSinkBase
 from modelkit.exceptions import MissingDependencyError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["PostgresSink"]
 
@@ -131,25 +132,7 @@ class PostgresSink(SqlSinkBase):
         self._execute(conn, "SELECT pg_advisory_xact_lock(hashtext(?))", (self.table,))
         return super()._layout(conn, job, output)
 
-    def _insert_narrow(self, conn: Any, number: int, output: ChunkOutput, has_row: bool) -> None:
-        n = output.rows_out
-        names = [JOB_COLUMN, *output.columns]
-        values = [np.full(n, number, dtype=np.int64), *output.columns.values()]
-        if has_row:
-            names.append(ROW_COLUMN)
-            values.append(output.rows())
-        self._copy(conn, quote_identifier(self.table + ROWS_SUFFIX), names, values, ())
-
-    def _insert_wide(self, conn: Any, job: JobSpec, output: ChunkOutput) -> None:
-        self._copy(
-            conn,
-            quote_identifier(self.table),
-            [*output.columns, *CONSTANT_COLUMNS],
-            list(output.columns.values()),
-            job.constants(output.predicted_at),
-        )
-
-    def _copy(
+    def _write_rows(
         self,
         conn: Any,
         target: str,

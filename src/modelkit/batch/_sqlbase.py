@@ -35,6 +35,7 @@ import attrs
 
 from modelkit.batch._records import (
     CHUNKS_TABLE,
+    CONSTANT_COLUMNS,
     JOBS_TABLE,
     ChunkOutput,
     ChunkRecord,
@@ -113,11 +114,39 @@ class SqlSinkBase:
     def _begin(self, conn: Any) -> None:
         raise NotImplementedError
 
-    def _insert_narrow(self, conn: Any, number: int, output: ChunkOutput, has_row: bool) -> None:
+    def _write_rows(
+        self,
+        conn: Any,
+        target: str,
+        names: Sequence[str],
+        values: Sequence[np.ndarray],
+        constants: Sequence[Any],
+    ) -> None:
+        """Insert into ``target`` (quoted) one row per element of the arrays ``values`` (the
+        columns ``names``), each row ending with the same ``constants`` (the columns that
+        follow in ``names``)."""
         raise NotImplementedError
 
+    def _insert_narrow(self, conn: Any, number: int, output: ChunkOutput, has_row: bool) -> None:
+        """The chunk's rows in the narrow layout: job number, key, outputs (and row number)."""
+        import numpy as np
+
+        names = [JOB_COLUMN, *output.columns]
+        values = [np.full(output.rows_out, number, dtype=np.int64), *output.columns.values()]
+        if has_row:
+            names.append(ROW_COLUMN)
+            values.append(output.rows())
+        self._write_rows(conn, quote_identifier(self.table + ROWS_SUFFIX), names, values, ())
+
     def _insert_wide(self, conn: Any, job: JobSpec, output: ChunkOutput) -> None:
-        raise NotImplementedError
+        """The chunk's rows in a wide table of an older version: every column on every row."""
+        self._write_rows(
+            conn,
+            quote_identifier(self.table),
+            [*output.columns, *CONSTANT_COLUMNS],
+            list(output.columns.values()),
+            job.constants(output.predicted_at),
+        )
 
     def _is_integrity_error(self, exc: BaseException) -> bool:
         raise NotImplementedError

@@ -36,14 +36,12 @@ import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import attrs
-import numpy as np
 
 from modelkit.batch._records import (
-    CONSTANT_COLUMNS,
     ChunkOutput,
     ChunkRecord,
     JobSpec,
@@ -53,8 +51,11 @@ from modelkit.batch._records import (
     quote_identifier,
     quote_literal,
 )
-from modelkit.batch._sqlbase import JOB_COLUMN, ROW_COLUMN, ROWS_SUFFIX, SqlSinkBase
+from modelkit.batch._sqlbase import SqlSinkBase
 from modelkit.exceptions import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "ChunkOutput",
@@ -174,26 +175,16 @@ class SqliteSink(SqlSinkBase):
     def _table_columns(self, conn: Any, name: str) -> list[str]:
         return [str(r[1]) for r in conn.execute(f"PRAGMA table_info({quote_identifier(name)})")]
 
-    def _insert_narrow(self, conn: Any, number: int, output: ChunkOutput, has_row: bool) -> None:
-        n = output.rows_out
-        names = [JOB_COLUMN, *output.columns]
-        values = [np.full(n, number, dtype=np.int64), *output.columns.values()]
-        if has_row:
-            names.append(ROW_COLUMN)
-            values.append(output.rows())
-        target = quote_identifier(self.table + ROWS_SUFFIX)
-        _insert(conn, target, names, values, n)
-
-    def _insert_wide(self, conn: Any, job: JobSpec, output: ChunkOutput) -> None:
-        constants = [quote_literal(v) for v in job.constants(output.predicted_at)]
-        _insert(
-            conn,
-            quote_identifier(self.table),
-            [*output.columns, *CONSTANT_COLUMNS],
-            list(output.columns.values()),
-            output.rows_out,
-            constants=constants,
-        )
+    def _write_rows(
+        self,
+        conn: Any,
+        target: str,
+        names: Sequence[str],
+        values: Sequence[np.ndarray],
+        constants: Sequence[Any],
+    ) -> None:
+        n = len(values[0]) if values else 0
+        _insert(conn, target, names, values, n, constants=[quote_literal(v) for v in constants])
 
     def close(self) -> None:
         """Close this thread's connection."""
