@@ -178,13 +178,16 @@ def test_a_served_model_is_monitored(
                 assert posted.status_code == 200, posted.text
             found = wait_until(
                 lambda: _all_metrics(registry.alerts("seed", kind="performance")),
-                "a performance alert for accuracy and f1",
+                "a performance alert for accuracy, f1 and roc_auc",
             )
             per_metric = collections.Counter(alert.details["metric"] for alert in found)
-            assert per_metric == {"accuracy": 1, "f1": 1}
+            assert per_metric == {"accuracy": 1, "f1": 1, "roc_auc": 1}
             accuracy = next(a for a in found if a.details["metric"] == "accuracy")
             assert accuracy.details["n"] == 300  # each labelled row counted once
             assert accuracy.details["value"] == 0.0
+            auc = next(a for a in found if a.details["metric"] == "roc_auc")
+            assert auc.details["n"] == 300  # scored from the recorded input rows
+            assert auc.details["value"] < 0.5  # flipped labels: worse than chance
 
             # 4. health in /metrics; input rows back from the registry
             names = (
@@ -220,4 +223,5 @@ def _recorded(registry: Registry, key: str) -> bool:
 
 
 def _all_metrics(alerts: list[Any]) -> list[Any] | None:
-    return alerts if {a.details["metric"] for a in alerts} >= {"accuracy", "f1"} else None
+    wanted = {"accuracy", "f1", "roc_auc"}
+    return alerts if {a.details["metric"] for a in alerts} >= wanted else None

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -103,9 +103,13 @@ class PerformanceTracker:
     scikit-learn's). ``classes`` names the columns of 2-D scores, in order (the model's
     ``classes_``; default: the sorted labels seen). ``registry`` and ``name``: where
     :meth:`update_from_registry` reads feedback and where drops are stored as alerts.
-    In-process, labels can also follow by id: :meth:`expect` keeps predicted outputs (and
-    scores) by id (``Monitor.observe(..., ids=...)`` does) and :meth:`label` joins the labels
-    when they come.
+    ``scorer`` (optional) scores recorded input rows (a list of rows in the Signature's
+    order, as :attr:`Feedback.inputs <modelkit.registry.Feedback.inputs>` holds them), as
+    :meth:`add`'s ``scores``: feedback read from the registry then carries scores, so AUC is
+    tracked for served models, whose records hold no scores. In-process, labels can also
+    follow by id: :meth:`expect` keeps predicted outputs (and scores) by id
+    (``Monitor.observe(..., ids=...)`` does) and :meth:`label` joins the labels when they
+    come.
     """
 
     baseline: Mapping[str, float]
@@ -118,6 +122,7 @@ class PerformanceTracker:
     name: str | None = None
     registry: Registry | None = None
     monitor: Monitor | None = None
+    scorer: Callable[[list[Any]], Any] | None = None
     _outputs: deque[Any] = attrs.field(init=False)
     _labels: deque[Any] = attrs.field(init=False)
     _scores: deque[Any] = attrs.field(init=False)
@@ -220,14 +225,45 @@ class PerformanceTracker:
 
     def add_feedback(self, feedback: Iterable[Feedback]) -> int:
         """Add labelled predictions read from the registry; return how many rows."""
+        items = [item for item in feedback if item.outputs is not None]
         rows = 0
-        for item in feedback:
-            if item.outputs is None:
-                continue
-            self.add(item.outputs, item.labels, at=item.received_at)
+        for item, scores in zip(items, self._scores_of(items), strict=True):
+            self.add(item.outputs, item.labels, scores=scores, at=item.received_at)
             rows += sum(label is not None for label in item.labels)
             self._since = max(self._since or item.received_at, item.received_at)
         return rows
+
+    def _scores_of(self, items: list[Feedback]) -> list[Any]:
+        """The :attr:`scorer`'s scores of each item's recorded inputs (``None``: none), in
+        one call, when AUC is tracked; a scorer that fails warns, once, and gives none."""
+        scores: list[Any] = [None] * len(items)
+        if self.scorer is None or "roc_auc" not in self.metrics:
+            return scores
+        wanted = [
+            i
+            for i, item in enumerate(items)
+            if item.inputs is not None and any(label is not None for label in item.labels)
+        ]
+        if not wanted:
+            return scores
+        inputs = [row for i in wanted for row in items[i].inputs or ()]
+        try:
+            scored = np.asarray(self.scorer(inputs), dtype=np.float64)
+            _score_rows(scored, len(inputs))  # checked here: a bad answer drops only AUC
+        except Exception as exc:  # a scorer's failure never stops the other metrics
+            from modelkit.monitoring.monitor import _warn
+
+            _warn(
+                f"cannot score the inputs of {len(wanted)} labelled prediction(s) (the first: "
+                f"{items[wanted[0]].prediction_id}): {exc!r}; their AUC is left out"
+            )
+            return scores
+        start = 0
+        for i in wanted:
+            end = start + len(items[i].inputs or ())
+            scores[i] = scored[start:end]
+            start = end
+        return scores
 
     def update_from_registry(self) -> int:
         """Read the feedback received since the last update; return how many rows."""

@@ -57,6 +57,7 @@ from modelkit.serving._loading import own_registry
 from modelkit.serving.metrics import _escape
 
 if TYPE_CHECKING:
+    from modelkit.model import Model
     from modelkit.monitoring.performance import PerformanceTracker
     from modelkit.registry import Feedback, Registry
     from modelkit.serving.core import App, ServedModel
@@ -321,13 +322,15 @@ class ServingMonitor:
             return None
         from modelkit.monitoring.performance import PerformanceTracker
 
-        classes = served.model.classes
+        model = served.model
+        classes = model.classes
         try:
             return PerformanceTracker(
                 baseline=artifact.metrics,
                 name=served.name,
                 monitor=monitor,
                 classes=None if classes is None else classes.tolist(),
+                scorer=_probabilities(model) if "predict_proba" in model.methods else None,
             )
         except UsageError:  # no metric it can track in the manifest
             return None
@@ -592,6 +595,17 @@ _COUNTERS = (
     ("batches_dropped_total", "dropped", "Batches not observed: the queue was full."),
     ("failures_total", "failed", "Batches a monitor failed on (skipped, with a warning)."),
 )
+
+
+def _probabilities(model: Model) -> Callable[[list[Any]], Any]:
+    """Class probabilities of recorded input rows, for the tracker's AUC (in its thread,
+    on labelled rows only: the request path computes nothing more)."""
+
+    def score(rows: list[Any]) -> Any:
+        checked, has_missing = model.signature.check(rows)
+        return model.call("predict_proba", checked, has_missing=has_missing, observed=False)
+
+    return score
 
 
 def _count(watch: _Watch, what: str) -> int:

@@ -14,7 +14,7 @@ import pytest
 from modelkit.exceptions import UsageError
 from modelkit.hookspecs import hookimpl
 from modelkit.monitoring.performance import PerformanceReport, PerformanceTracker, roc_auc
-from modelkit.registry import PredictionRecord, Registry
+from modelkit.registry import Feedback, PredictionRecord, Registry
 
 
 class Recorder:
@@ -297,3 +297,66 @@ def test_binary_f1_is_that_of_the_second_class_as_training_evaluates_it() -> Non
     (report,) = macro.check()
     assert report.value == pytest.approx(f1_score(labels, outputs, average="macro"))
     assert binary.check()[0].value < report.value  # the rare class is the harder one
+
+
+def feedback_items(inputs: np.ndarray, outputs: np.ndarray, labels: np.ndarray) -> list[Feedback]:
+    at = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    return [
+        Feedback(
+            prediction_id=f"p{i}",
+            name="churn",
+            version=1,
+            predicted_at=at,
+            received_at=at + timedelta(seconds=i),
+            rows=10,
+            outputs=outputs[i : i + 10].tolist(),
+            labels=labels[i : i + 10].tolist(),
+            inputs=inputs[i : i + 10].tolist(),
+        )
+        for i in range(0, len(labels), 10)
+    ]
+
+
+def test_a_scorer_gives_recorded_inputs_scores_so_auc_is_tracked() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    outputs, labels, scores = scored(400, 1.0, seed=4)
+    inputs = scores.reshape(-1, 1)  # the "model" scores a row by its only feature
+    calls: list[int] = []
+
+    def scorer(rows: list[Any]) -> np.ndarray:
+        calls.append(len(rows))
+        return np.asarray(rows, dtype=float)[:, 0]
+
+    tracker = PerformanceTracker(baseline={"accuracy": 0.9, "roc_auc": 0.95}, scorer=scorer)
+    assert tracker.add_feedback(feedback_items(inputs, outputs, labels)) == 400
+    assert calls == [400]  # one call for all the feedback read
+    reports = by_metric(tracker.check())
+    assert reports["roc_auc"].n == 400
+    assert reports["roc_auc"].value == pytest.approx(roc_auc_score(labels, scores))
+    assert reports["roc_auc"].drop  # Φ(1/√2) ≈ 0.76, far below 0.95
+    unscored = PerformanceTracker(baseline={"accuracy": 0.9}, scorer=scorer)
+    unscored.add_feedback(feedback_items(inputs, outputs, labels))
+    assert len(calls) == 1  # no AUC tracked: no row scored
+
+
+def test_a_failing_scorer_warns_and_the_other_metrics_go_on() -> None:
+    from modelkit.exceptions import MonitoringWarning
+
+    outputs, labels, scores = scored(400, 1.0, seed=5)
+
+    def broken(rows: list[Any]) -> Any:
+        raise ValueError("no model here")
+
+    def short(rows: list[Any]) -> Any:
+        return [0.5]  # one score for 400 rows
+
+    for scorer in (broken, short):
+        tracker = PerformanceTracker(baseline={"accuracy": 0.9, "roc_auc": 0.8}, scorer=scorer)
+        with pytest.warns(
+            MonitoringWarning, match=r"inputs of 40 labelled prediction\(s\) \(the first: p0\)"
+        ):
+            tracker.add_feedback(feedback_items(scores.reshape(-1, 1), outputs, labels))
+        reports = by_metric(tracker.check())
+        assert reports["accuracy"].n == 400
+        assert reports["roc_auc"].status == "insufficient data"

@@ -536,15 +536,19 @@ def test_labels_are_read_less_often_while_none_come(registry: Registry, seed_dat
     app.drain()
 
 
-def test_a_served_classifier_tracks_f1_as_training_evaluated_it(
+def test_a_served_classifier_tracks_f1_and_auc_as_training_evaluated_them(
     tmp_path: Path, seed_model: Model, seed_data: Any, alerts: Alerts
 ) -> None:
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import f1_score, roc_auc_score
 
     X, y = seed_data
     with Registry(str(tmp_path / "f1")) as reg:
         saved = Artifact.from_model(
-            seed_model, name="churn", sample=X, profile=Profile.from_data(X), metrics={"f1": 1.0}
+            seed_model,
+            name="churn",
+            sample=X,
+            profile=Profile.from_data(X),
+            metrics={"f1": 1.0, "roc_auc": 1.0},
         )
         reg.register("churn", saved)
         app = started("churn/1", registry=reg)
@@ -558,7 +562,12 @@ def test_a_served_classifier_tracks_f1_as_training_evaluated_it(
             send_labels(app, key, labels)
         assert app.monitoring is not None
         app.monitoring.check_now()
-        (report,) = alerts.performance
+        reports = {report.metric: report for report in alerts.performance}
+        assert sorted(reports) == ["f1", "roc_auc"]
         positive = seed_model.classes[1]
-        assert report.value == pytest.approx(f1_score(y[:300], outputs, pos_label=positive))
+        f1 = f1_score(y[:300], outputs, pos_label=positive)
+        assert reports["f1"].value == pytest.approx(f1)
+        auc = roc_auc_score(y[:300], seed_model.predict_proba(X[:300])[:, 1])
+        assert reports["roc_auc"].value == pytest.approx(auc)  # scored from recorded rows
+        assert reports["roc_auc"].n == 300
         app.drain()
