@@ -427,3 +427,44 @@ def test_no_warning_is_emitted_on_the_happy_path() -> None:
         warnings.simplefilter("error")
         model.predict(test.to_dict("records"))
         model.predict(test.to_numpy(dtype=object))
+
+
+# -- models fitted on named columns ---------------------------------------------------------
+
+
+def test_a_linear_model_on_named_numeric_columns_takes_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelkit import model as model_module
+
+    X, y = make_classification(n_samples=300, n_features=5, random_state=3)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(5)])
+    frame["x4"] = (X[:, 4] * 10).astype("int64")  # integer columns are numbers too
+    estimator = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, y)
+    model = Model.wrap(estimator, sample=frame)
+    raw = {method: getattr(estimator, method)(frame) for method in model.methods}
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the estimator's own method ran")
+
+    monkeypatch.setattr(model_module, "_run", refused)
+    for method, expected in raw.items():
+        ours = getattr(model, method)(frame)
+        if method == "predict":
+            assert np.array_equal(ours, expected)
+        else:
+            np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-13, err_msg=method)
+        rows = frame.head(7).to_dict("records")  # the same rows from JSON-like records
+        assert np.array_equal(getattr(model, method)(rows), ours[:7])
+
+
+def test_only_numeric_columns_in_the_fitted_order_go_to_the_kernel() -> None:
+    X, y = make_classification(n_samples=200, n_features=3, n_redundant=0, random_state=4)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    model = Model(LogisticRegression().fit(frame, y), Signature(names=["a", "b", "c"]))
+    assert model._float_rows(frame[["c", "b", "a"]]) is None  # not the fitted order
+    assert model._float_rows(frame.astype({"a": "object"})) is None  # not numeric
+    block = model._float_rows(frame)
+    assert block is not None
+    assert block.flags.c_contiguous
+    assert np.array_equal(block, X)
