@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from modelkit._json import rows_json
 from modelkit._retrain_store import RetrainSQLMixin, create_retrain_tables
 from modelkit.exceptions import NotFoundError, RegistryError, UsageError
 from modelkit.registry import (
@@ -356,6 +357,11 @@ class SQLBackend(RetrainSQLMixin):
     def to_db_json(self, value: Any) -> Any:
         """A JSON-ready value as the driver stores it."""
         return json.dumps(value, sort_keys=True, allow_nan=False)
+
+    def to_db_rows(self, value: list[Any]) -> Any:
+        """Recorded rows (a prediction's outputs or inputs: lists of JSON values) as the
+        driver stores them, NaN and ±inf as ``null`` (:func:`~modelkit._json.rows_json`)."""
+        return rows_json(value)
 
     def from_db_json(self, value: Any) -> Any:
         """A stored JSON value back as Python data."""
@@ -1005,8 +1011,8 @@ class SQLBackend(RetrainSQLMixin):
                 p.version,
                 self.to_db_time(p.at),
                 p.rows,
-                None if p.outputs is None else self.to_db_json(p.outputs),
-                None if p.inputs is None else self.to_db_json(p.inputs),
+                None if p.outputs is None else self.to_db_rows(p.outputs),
+                None if p.inputs is None else self.to_db_rows(p.inputs),
             )
             for p in predictions
         ]

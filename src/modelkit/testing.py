@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -683,6 +684,40 @@ class RegistryConformance:
         assert (got.inputs, got.outputs, got.labels) == (rows, [0, 1], [1, 1])
         with pytest.raises(UsageError, match="2 row"):
             PredictionRecord(id="bad", name="churn", at=at, rows=2, inputs=[[1.0]])
+
+    def test_recorded_rows_keep_every_float_bit_and_store_nan_as_null(
+        self, registry: Registry
+    ) -> None:
+        at = datetime(2024, 5, 1, tzinfo=timezone.utc)
+        floats = [5e-324, 1.7976931348623157e308, 0.1, 1 / 3, -2.5e-8, 123456789.0]
+        draws = random.Random(3)  # noqa: S311 - test data, not secrets
+        floats += [draws.gauss(0.0, 10.0 ** draws.randint(-30, 30)) for _ in range(30)]
+        record = PredictionRecord(
+            id="exact",
+            name="churn",
+            at=at,
+            rows=len(floats),
+            outputs=floats,
+            inputs=[[value, 2**70, "x"] for value in floats],
+        )
+        registry.record_predictions([record])
+        got = registry.prediction("exact")
+        # JSONB gives large whole numbers back as integers: compared as the floats they read as
+        assert [float(x).hex() for x in got.outputs or []] == [x.hex() for x in floats]
+        inputs = got.inputs or []
+        assert [float(row[0]).hex() for row in inputs] == [x.hex() for x in floats]
+        assert [row[1:] for row in inputs] == [[2**70, "x"]] * len(floats)  # beyond 64 bits
+        odd = PredictionRecord(
+            id="odd",
+            name="churn",
+            at=at,
+            rows=3,
+            outputs=[math.nan, math.inf, 1.0],
+            inputs=[[-math.inf], [math.nan], [0.5]],
+        )
+        registry.record_predictions([odd])
+        got = registry.prediction("odd")
+        assert (got.outputs, got.inputs) == ([None, None, 1.0], [[None], [None], [0.5]])
 
     def test_a_later_label_replaces_the_earlier_one_and_since_finds_it(
         self, registry: Registry

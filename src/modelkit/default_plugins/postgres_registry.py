@@ -134,6 +134,14 @@ class PostgresBackend(SQLBackend):
 
         return Jsonb(value)
 
+    def to_db_rows(self, value: list[Any]) -> Any:
+        """Wrap recorded rows for a JSONB parameter, encoded fast (see ``rows_json``)."""
+        from psycopg.types.json import Jsonb
+
+        from modelkit._json import rows_json
+
+        return Jsonb(value, dumps=rows_json)
+
     def from_db_time(self, value: Any) -> datetime:
         """TIMESTAMPTZ values arrive as aware datetimes; normalise to ``timezone.utc``."""
         assert isinstance(value, datetime)

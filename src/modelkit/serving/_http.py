@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from modelkit._json import ORJSON, finite
 from modelkit.exceptions import ServingError
 
 __all__ = [
@@ -228,9 +229,9 @@ def json_body(body: bytes | bytearray, what: str = "request body") -> Any:
     numbers of 19 digits or more (orjson turns integers beyond 64 bits into floats), so that
     every document means the same whichever parser reads it.
     """
-    if _ORJSON is not None and not _long_integer(body):
+    if ORJSON is not None and not _long_integer(body):
         try:
-            return _ORJSON.loads(body)
+            return ORJSON.loads(body)
         except (ValueError, TypeError):
             pass
     try:
@@ -260,9 +261,9 @@ def dumps(document: Any) -> bytes:
     NaN and ±inf, which JSON cannot represent, are written as ``null``. orjson encodes
     when it is installed (the ``serve`` extra), :mod:`json` otherwise.
     """
-    if _ORJSON is not None:
+    if ORJSON is not None:
         try:
-            encoded: bytes = _ORJSON.dumps(document, default=_default)
+            encoded: bytes = ORJSON.dumps(document, default=_default)
         except TypeError:  # keys that are not strings, integers beyond 64 bits
             pass
         else:
@@ -270,19 +271,8 @@ def dumps(document: Any) -> bytes:
     try:
         text = _ENCODER.encode(document)
     except ValueError:  # a non-finite float somewhere: the slow path replaces it
-        text = _ENCODER.encode(_finite(document))
+        text = _ENCODER.encode(finite(document))
     return text.encode()
-
-
-def _orjson() -> Any:
-    try:
-        import orjson
-    except ImportError:
-        return None
-    return orjson
-
-
-_ORJSON = _orjson()
 
 
 def _long_integer(body: bytes | bytearray) -> bool:
@@ -313,16 +303,6 @@ _FLOAT_MARKS = frozenset(b".eE")
 _ENCODER = json.JSONEncoder(
     default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def jsonable(values: Any) -> Any:
