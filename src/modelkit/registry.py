@@ -356,7 +356,8 @@ class PredictionRecord:
     ``rows`` how many rows it predicted; ``outputs`` the ``predict`` results, one JSON value
     per row, or ``None`` when they were not recorded; ``inputs`` the rows the model was given,
     one list of feature values per row in its Signature's order, or ``None`` when they were
-    not recorded (retraining on served traffic needs them).
+    not recorded (retraining on served traffic needs them). Both are stored as JSON: NaN and
+    ±inf come back as ``None``.
     """
 
     id: str = attrs.field(validator=_check_prediction_id)
