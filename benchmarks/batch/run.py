@@ -5,6 +5,10 @@ One command runs, on the same machine and the same files:
 - CSV -> SQLite, 1M rows x 20 float features: a naive pandas + sqlite3 job, and modelkit;
 - Parquet -> SQLite and CSV -> Parquet with modelkit;
 - modelkit's stage split (read, predict, write, each timed alone);
+- the same CSV -> SQLite job with the model fitted on named columns (a pandas DataFrame, as
+  ``modelkit train`` fits one on a CSV);
+- the CPU time of parsing the CSV on one thread: pyarrow (what modelkit uses), pandas' C
+  parser, and polars and DuckDB when they are installed (they are not dependencies);
 - peak RSS of modelkit's CSV -> SQLite job at 1M and at 10M rows (each job in its own process).
 
 The model is the seed's: ``make_classification(n_samples=1000, n_features=20,
@@ -38,7 +42,9 @@ from typing import Any
 import numpy as np
 
 N_FEATURES = 20
+FEATURES = [f"f{j}" for j in range(N_FEATURES)]
 CHUNK_ROWS = 100_000
+PARSERS = ("pyarrow", "pandas", "polars", "duckdb")
 
 
 def make_files(root: Path, n_rows: int) -> tuple[Path, Path]:
@@ -73,17 +79,26 @@ def make_files(root: Path, n_rows: int) -> tuple[Path, Path]:
     return csv_path, parquet_path
 
 
-def seed_model(root: Path) -> Path:
-    """The seed's model, saved with joblib for the child processes."""
+def seed_model(root: Path, *, named: bool = False) -> Path:
+    """The seed's model, saved with joblib for the child processes; ``named``: fitted on a
+    DataFrame whose columns are the CSV's feature names."""
     import joblib
-    from sklearn.datasets import make_classification
+    import pandas as pd
     from sklearn.linear_model import LogisticRegression
 
-    path = root / "seed.joblib"
+    path = root / ("seed-named.joblib" if named else "seed.joblib")
     if not path.exists():
-        X, y = make_classification(n_samples=1000, n_features=N_FEATURES, random_state=42)
-        joblib.dump(LogisticRegression(solver="liblinear").fit(X, y), path)
+        X, y = seed_data()
+        data = pd.DataFrame(X, columns=FEATURES) if named else X
+        joblib.dump(LogisticRegression(solver="liblinear").fit(data, y), path)
     return path
+
+
+def seed_data() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=1000, n_features=N_FEATURES, random_state=42)
+    return X, y
 
 
 # -- the jobs, each run in a child process ---------------------------------------------------
@@ -119,21 +134,62 @@ def naive(model_path: Path, source: Path, target: Path) -> dict[str, float]:
 
 def modelkit_job(model_path: Path, source: Path, target: str) -> dict[str, float]:
     import joblib
-    from sklearn.datasets import make_classification
+    import pandas as pd
 
     from modelkit import Model, batch_predict
 
-    X, _ = make_classification(n_samples=1000, n_features=N_FEATURES, random_state=42)
-    model = Model.wrap(joblib.load(model_path), sample=X, name="seed")
+    estimator = joblib.load(model_path)
+    X, _ = seed_data()
+    sample = pd.DataFrame(X, columns=FEATURES) if hasattr(estimator, "feature_names_in_") else X
+    model = Model.wrap(estimator, sample=sample, name="seed")
     result = batch_predict(model, str(source), target, key="id", progress=False)
     return {"rows": result.rows_out, "job_seconds": result.seconds}
+
+
+def parse(parser: str, source: Path) -> dict[str, float]:
+    """Parse the whole CSV into float64 columns on one thread (``rows``: 0 when ``parser``
+    is not installed)."""
+    types = {"id": "int64", **dict.fromkeys(FEATURES, "float64")}
+    try:
+        if parser == "pyarrow":
+            import pyarrow as pa
+            import pyarrow.csv as pv
+
+            options = pv.ConvertOptions(
+                column_types={k: pa.type_for_alias(v) for k, v in types.items()}
+            )
+            rows = pv.read_csv(
+                source, read_options=pv.ReadOptions(use_threads=False), convert_options=options
+            ).num_rows
+        elif parser == "pandas":
+            import pandas as pd
+
+            rows = len(pd.read_csv(source, engine="c", dtype=types))
+        elif parser == "polars":
+            os.environ["POLARS_MAX_THREADS"] = "1"
+            import polars as pl
+
+            overrides = {k: pl.Int64 if v == "int64" else pl.Float64 for k, v in types.items()}
+            rows = pl.read_csv(source, schema_overrides=overrides).height
+        else:
+            import duckdb
+
+            con = duckdb.connect()
+            con.execute("SET threads = 1")
+            columns = ", ".join(
+                f"'{k}': '{'BIGINT' if v == 'int64' else 'DOUBLE'}'" for k, v in types.items()
+            )
+            query = f"SELECT * FROM read_csv('{source}', header = true, columns = {{{columns}}})"
+            rows = len(con.execute(query).fetchnumpy()["id"])
+    except ImportError:
+        return {"rows": 0}
+    return {"rows": rows}
 
 
 def stages(model_path: Path, source: Path, target: Path) -> dict[str, float]:
     """modelkit's stages one at a time, streaming as a job does: read every chunk; read again
     and predict each (predict timed); write the predicted chunks."""
     import joblib
-    from sklearn.datasets import make_classification
 
     from modelkit import Model
     from modelkit.batch import DEFAULT_CHUNK_ROWS
@@ -141,7 +197,7 @@ def stages(model_path: Path, source: Path, target: Path) -> dict[str, float]:
     from modelkit.batch.sinks import JobSpec, SqliteSink
     from modelkit.batch.sources import CsvSource
 
-    X, _ = make_classification(n_samples=1000, n_features=N_FEATURES, random_state=42)
+    X, _ = seed_data()
     model = Model.wrap(joblib.load(model_path), sample=X, name="seed")
     plan = Plan(model=model, key="id")
 
@@ -222,6 +278,8 @@ def child(argv: list[str]) -> None:
     cpu0 = cpu_seconds()
     if kind == "naive":
         out = naive(Path(model_path), Path(source), Path(target))
+    elif kind.startswith("parse-"):
+        out = parse(kind.removeprefix("parse-"), Path(source))
     elif kind == "stages":
         out = stages(Path(model_path), Path(source), Path(target))
     else:
@@ -262,7 +320,7 @@ def main() -> None:
     root = args.dir or Path(tempfile.mkdtemp(prefix="modelkit-batch-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     small, large = (200_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
-    model = seed_model(root)
+    model, named = seed_model(root), seed_model(root, named=True)
     csv_path, parquet_path = make_files(root, small)
     db = str(root / "out.db")
     print(
@@ -271,15 +329,16 @@ def main() -> None:
         f"{os.getloadavg()[0]:.2f} at the start"
     )
     jobs = {
-        "naive CSV -> SQLite": ("naive", csv_path, db),
-        "modelkit CSV -> SQLite": ("modelkit", csv_path, db),
-        "modelkit Parquet -> SQLite": ("modelkit", parquet_path, db),
-        "modelkit CSV -> Parquet": ("modelkit", csv_path, str(root / "out.parquet")),
+        "naive CSV -> SQLite": ("naive", model, csv_path, db),
+        "modelkit CSV -> SQLite": ("modelkit", model, csv_path, db),
+        "  fitted on named columns": ("modelkit", named, csv_path, db),
+        "modelkit Parquet -> SQLite": ("modelkit", model, parquet_path, db),
+        "modelkit CSV -> Parquet": ("modelkit", model, csv_path, str(root / "out.parquet")),
     }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in jobs}
     for _ in range(args.repeat):  # interleaved, so that a busy moment hits every job alike
-        for name, (kind, source, target) in jobs.items():
-            runs[name].append(run_child(kind, model, source, target))
+        for name, (kind, fitted, source, target) in jobs.items():
+            runs[name].append(run_child(kind, fitted, source, target))
     results = {  # the median run of each job
         name: sorted(done, key=lambda r: r["seconds"])[len(done) // 2]
         for name, done in runs.items()
@@ -305,6 +364,15 @@ def main() -> None:
             f"{who:10} "
             + " ".join(f"{s['rows'] / s[k]:>11,.0f}" for k in ("read", "predict", "write"))
         )
+    print(f"\nparsing the CSV on one thread (median of {args.repeat})")
+    print(f"{'parser':10} {'CPU s':>6} {'rows/s':>11}")
+    for name in PARSERS:
+        parsed = [run_child(f"parse-{name}", model, csv_path, db) for _ in range(args.repeat)]
+        best = sorted(parsed, key=lambda r: r["cpu_seconds"])[len(parsed) // 2]
+        if not best["rows"]:
+            print(f"{name:10} {'':>6} not installed")
+            continue
+        print(f"{name:10} {best['cpu_seconds']:>6.2f} {best['rows'] / best['seconds']:>11,.0f}")
     big_csv, _ = make_files(root, large)
     big = run_child("modelkit", model, big_csv, db)
     small_rss = results["modelkit CSV -> SQLite"]["max_rss_mb"]
