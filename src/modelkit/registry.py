@@ -769,7 +769,7 @@ class Registry(RetrainStoreMixin):
     def register(
         self,
         name: str,
-        artifact: Artifact,
+        artifact: Artifact | str | os.PathLike[str],
         *,
         tags: Mapping[str, str] | None = None,
         run: str | Run | None = None,
@@ -777,10 +777,13 @@ class Registry(RetrainStoreMixin):
     ) -> ModelVersion:
         """Store ``artifact`` and record it as the next version of ``name``; return it.
 
-        The artifact (saved or not; an unsaved one is saved to a temporary directory and
-        the caller's object is left untouched) is put into the store under its manifest
-        sha256 first; then one transaction inserts the version row and links ``run`` (a
-        :class:`Run` or a run id). The version's metrics are the manifest's.
+        ``artifact`` is an :class:`~modelkit.Artifact` (saved or not; an unsaved one is saved
+        to a temporary directory and the caller's object is left untouched) or the path of a
+        saved artifact directory, which is verified file by file without unpickling anything:
+        registering it needs neither the model's libraries nor trust in its pickle. It is put
+        into the store under its manifest sha256 first; then one transaction inserts the
+        version row and links ``run`` (a :class:`Run` or a run id). The version's metrics are
+        the manifest's.
         """
         check_model_name(name)
         tags = to_tags(tags)
@@ -1198,14 +1201,23 @@ class Registry(RetrainStoreMixin):
 
 
 @contextlib.contextmanager
-def _artifact_source(artifact: Artifact) -> Iterator[tuple[Path, str, dict[str, float]]]:
+def _artifact_source(
+    artifact: Artifact | str | os.PathLike[str],
+) -> Iterator[tuple[Path, str, dict[str, float]]]:
     """Yield a directory holding ``artifact``, its manifest sha256 and its metrics."""
-    from modelkit.artifact import MANIFEST_FILE, Artifact
+    from modelkit.artifact import MANIFEST_FILE, Artifact, verify
 
+    if isinstance(artifact, str | os.PathLike):
+        saved = Path(artifact)
+        verify(saved)  # a clear error now; the store verifies again against the sha256
+        raw = (saved / MANIFEST_FILE).read_bytes()
+        yield saved, hashlib.sha256(raw).hexdigest(), to_metrics(json.loads(raw).get("metrics"))
+        return
     if not isinstance(artifact, Artifact):
         raise TypeError(
-            f"register() takes a modelkit.Artifact, got {type(artifact).__name__}; build one "
-            "with Artifact.from_model(estimator, name=..., sample=X)"
+            f"register() takes a modelkit.Artifact or the path of a saved one, got "
+            f"{type(artifact).__name__}; build one with Artifact.from_model(estimator, "
+            "name=..., sample=X)"
         )
     with contextlib.ExitStack() as stack:
         src = artifact.path

@@ -34,7 +34,7 @@ from modelkit._sql import MIGRATIONS, SCHEMA_VERSION, Migration, Tx
 from modelkit.artifact import Artifact
 from modelkit.default_plugins.postgres_registry import PostgresBackend, mask_password
 from modelkit.default_plugins.sqlite_registry import SQLiteBackend
-from modelkit.exceptions import NotFoundError, PluginError, RegistryError
+from modelkit.exceptions import ArtifactIntegrityError, NotFoundError, PluginError, RegistryError
 from modelkit.hookspecs import hookimpl
 from modelkit.registry import (
     AliasEvent,
@@ -434,6 +434,45 @@ def test_an_alias_history_never_goes_back_in_time(
 def test_register_takes_only_artifacts(registry: Registry, estimator: Any) -> None:
     with pytest.raises(TypeError, match=r"Artifact\.from_model"):
         registry.register("churn", estimator)
+
+
+def test_a_saved_artifact_registers_from_its_path_without_unpickling(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model's class lives in a module that is gone by the time it is registered."""
+    import importlib
+    import sys
+
+    source = tmp_path / "gone"
+    source.mkdir()
+    (source / "vanishing.py").write_text(
+        "import numpy as np\n"
+        "class Majority:\n"
+        "    def fit(self, X, y):\n"
+        "        self.classes_ = np.unique(y)\n"
+        "        return self\n"
+        "    def predict(self, X):\n"
+        "        return np.full(len(X), self.classes_[0])\n"
+    )
+    monkeypatch.syspath_prepend(str(source))
+    module = importlib.import_module("vanishing")
+    X = np.zeros((4, 2))
+    estimator = module.Majority().fit(X, np.array([0, 1, 1, 0]))
+    saved = Artifact.from_model(estimator, name="m", sample=X, metrics={"accuracy": 0.5}).save(
+        tmp_path / "saved"
+    )
+    del sys.modules["vanishing"]
+    shutil.rmtree(source)
+    version = registry.register("churn", str(saved))
+    assert "vanishing" not in sys.modules  # nothing was unpickled
+    assert (version.version, version.metrics) == (1, {"accuracy": 0.5})
+    assert registry.store.exists(version.artifact_sha256.removeprefix("sha256:"))
+    (saved / "extra.txt").write_text("not in the manifest")
+    with pytest.raises(ArtifactIntegrityError, match=r"extra\.txt"):
+        registry.register("churn", saved)
+    with pytest.raises(NotFoundError):
+        registry.register("churn", tmp_path / "nothing-here")
+    assert [v.version for v in registry.versions("churn")] == [1]
 
 
 def test_gc_leaves_foreign_keys_alone_and_validates_grace(
