@@ -138,3 +138,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """Exit quietly when the reader of standard output went away (``modelkit … | head``).
+
+    Standard output is pointed at the null device, so the interpreter's final flush has
+    nowhere to fail; the status is a shell's for a command killed by SIGPIPE.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (captured)
+        pass
+    return 128 + 13

@@ -179,3 +179,26 @@ def test_a_first_session_with_the_registry(tmp_path: Path) -> None:
     np.testing.assert_array_equal(model.predict(X), same.predict(X))
 
     print("\n" + "\n".join(shell.transcript))
+
+
+def test_output_piped_into_a_reader_that_went_away_ends_quietly(tmp_path: Path) -> None:
+    """``modelkit plugins | head -0``: the reader is gone before the first write."""
+    entry = shutil.which("modelkit", path=str(Path(sys.executable).parent))
+    assert entry is not None
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    try:
+        result = subprocess.run(
+            [entry, "plugins"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env={**os.environ, "MODELKIT_LOAD_PLUGINS": ""},
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 128 + 13
