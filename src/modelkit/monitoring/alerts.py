@@ -8,6 +8,7 @@ it once.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping
 from datetime import datetime
@@ -19,7 +20,22 @@ if TYPE_CHECKING:
     from modelkit.monitoring.monitor import Monitor
     from modelkit.registry import Registry
 
-__all__ = ["already_stored", "store_alert"]
+__all__ = ["already_stored", "store_alert", "warn"]
+
+logger = logging.getLogger("modelkit.monitoring")
+
+
+def warn(message: str, stacklevel: int = 3) -> None:
+    """Warn with a :class:`MonitoringWarning`; never raise, even where warnings are errors.
+
+    Monitoring runs beside requests and in background threads: a warning filter set to
+    "error" must not turn a monitoring problem into a failed request or a dead thread, so
+    the warning is then logged instead.
+    """
+    try:
+        warnings.warn(MonitoringWarning(message), stacklevel=stacklevel)
+    except Exception:  # an "error" filter: log instead, a request or the thread goes on
+        logger.warning("MonitoringWarning: %s", message)
 
 
 def store_alert(
@@ -39,12 +55,10 @@ def store_alert(
     try:
         registry.record_alert(model, kind, details, version=version, at=at)
     except ModelkitError as exc:
-        warnings.warn(
-            MonitoringWarning(
-                f"could not store a {kind} alert of {model!r} in registry {registry.url}: "
-                f"{exc}; the alert was still reported to the hooks"
-            ),
-            stacklevel=3,
+        warn(
+            f"could not store a {kind} alert of {model!r} in registry {registry.url}: "
+            f"{exc}; the alert was still reported to the hooks",
+            stacklevel=4,
         )
 
 

@@ -20,11 +20,9 @@ rows); :class:`AsyncObserver` moves even that off the caller's thread, for servi
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -34,7 +32,8 @@ import attrs
 import numpy as np
 
 from modelkit._fingerprint import as_array, is_pandas
-from modelkit.exceptions import MonitoringWarning, UsageError
+from modelkit.exceptions import UsageError
+from modelkit.monitoring.alerts import store_alert, warn
 from modelkit.monitoring.drift import DriftConfig, check_drift
 from modelkit.monitoring.summary import Reference, WindowSummary
 
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_PANES", "UNITS", "AsyncObserver", "Monitor", "Window"]
 
-logger = logging.getLogger("modelkit.monitoring")
 
 UNITS = ("rows", "seconds")
 MAX_PANES = 12
@@ -305,8 +303,6 @@ class Monitor:
 
         notify("on_drift", monitor=self, report=report)
         if self.registry is not None:
-            from modelkit.monitoring.alerts import store_alert
-
             store_alert(self.registry, self, "drift", report.to_dict(), at=report.end)
 
     def label(self, labels: Mapping[Any, Any]) -> int:
@@ -405,7 +401,7 @@ class AsyncObserver:
         if waiting >= self._max_pending:
             self.dropped += 1
             if (self.dropped - 1) % self._warn_every == 0:
-                _warn(
+                warn(
                     f"monitoring queue full: {self.dropped} batch(es) dropped so far; "
                     "raise max_pending or observe fewer batches"
                 )
@@ -466,20 +462,12 @@ class AsyncObserver:
             except Exception as exc:
                 self.failed += 1
                 if (self.failed - 1) % self._warn_every == 0:
-                    _warn(
+                    warn(
                         f"monitor of {self.monitor.name or 'a model'} failed on a "
                         f"batch ({type(exc).__name__}: {exc}); the batch was skipped, "
                         "predictions are unaffected"
                     )
             start = stop
-
-
-def _warn(message: str) -> None:
-    """Warn with a :class:`MonitoringWarning`; never raise, even where warnings are errors."""
-    try:
-        warnings.warn(MonitoringWarning(message), stacklevel=3)
-    except Exception:  # an "error" filter: log instead, a request or the thread goes on
-        logger.warning("MonitoringWarning: %s", message)
 
 
 def _form(value: Any) -> tuple[Any, int] | None:

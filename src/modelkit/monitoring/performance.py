@@ -33,6 +33,7 @@ import numpy as np
 
 from modelkit._metrics import f1_score
 from modelkit.exceptions import UsageError
+from modelkit.monitoring.alerts import warn
 
 if TYPE_CHECKING:
     from modelkit.monitoring.monitor import Monitor
@@ -251,9 +252,7 @@ class PerformanceTracker:
             scored = np.asarray(self.scorer(inputs), dtype=np.float64)
             _score_rows(scored, len(inputs))  # checked here: a bad answer drops only AUC
         except Exception as exc:  # a scorer's failure never stops the other metrics
-            from modelkit.monitoring.monitor import _warn
-
-            _warn(
+            warn(
                 f"cannot score the inputs of {len(wanted)} labelled prediction(s) (the first: "
                 f"{items[wanted[0]].prediction_id}): {exc!r}; their AUC is left out"
             )

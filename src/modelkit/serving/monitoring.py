@@ -51,8 +51,9 @@ from modelkit.exceptions import (
     ServingError,
     UsageError,
 )
+from modelkit.monitoring.alerts import warn
 from modelkit.monitoring.health import SLO, HealthTracker
-from modelkit.monitoring.monitor import AsyncObserver, Monitor, Window, _warn
+from modelkit.monitoring.monitor import AsyncObserver, Monitor, Window
 from modelkit.serving._loading import own_registry
 from modelkit.serving.metrics import _escape
 
@@ -394,7 +395,7 @@ class ServingMonitor:
         try:
             watch = self._watch(new, given)
         except Exception as exc:
-            _warn(f"cannot monitor version {new.version} of {new.name!r}: {exc}")
+            warn(f"cannot monitor version {new.version} of {new.name!r}: {exc}")
             watch = None
         with self._lock:
             if watch is not None and not self._closed:
@@ -470,14 +471,14 @@ class ServingMonitor:
         try:
             self._sync()
         except Exception as exc:
-            _warn(f"health figures not updated: {exc}")
+            warn(f"health figures not updated: {exc}")
         fresh = 0
         for watch in list(self._watches.values()) if labels else []:
             if watch.tracker is not None:
                 try:
                     fresh += self._performance(watch, watch.tracker)
                 except Exception as exc:
-                    _warn(f"performance of {watch.served.name!r} not checked: {exc}")
+                    warn(f"performance of {watch.served.name!r} not checked: {exc}")
         if labels:
             every = self.options.check_every
             self._labels_wait = every if fresh else min(2 * self._labels_wait, MAX_LABELS_WAIT)
@@ -485,7 +486,7 @@ class ServingMonitor:
         try:
             self.health.check()
         except Exception as exc:
-            _warn(f"service-level objectives not checked: {exc}")
+            warn(f"service-level objectives not checked: {exc}")
         self.checks += 1
         self.cpu_seconds += time.thread_time() - started
 

@@ -172,6 +172,28 @@ def test_an_unusable_registry_only_warns(tmp_path: Path) -> None:
     assert reports[0].drift
 
 
+def test_an_unusable_registry_is_logged_where_warnings_are_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import warnings
+
+    class Broken:
+        url = "broken://"
+
+        def record_alert(self, *args: Any, **kwargs: Any) -> None:
+            from modelkit.exceptions import RegistryError
+
+            raise RegistryError("the database is gone")
+
+    watcher = monitor(window=Window.tumbling(rows=300), registry=Broken())  # type: ignore[arg-type]
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, "modelkit.monitoring"):
+        warnings.simplefilter("error", MonitoringWarning)
+        reports = watcher.observe(mixed(300, 15, shift=1.0))
+    assert reports[0].drift
+    assert "MonitoringWarning: could not store a drift alert" in caplog.text
+
+
 def test_fit_and_from_artifact(tmp_path: Path) -> None:
     from sklearn.linear_model import LinearRegression
 
