@@ -22,6 +22,7 @@ from modelkit.monitoring.drift import (
     _design_variance,
     _feature_p,
     _quantile_design,
+    _shape,
     _sum_of_squares_p,
     cauchy_combination,
     holm_sidak,
@@ -318,6 +319,23 @@ def test_the_shape_test_is_calibrated_when_the_reference_is_much_smaller() -> No
         alarms += p < 0.05
     assert abs(np.mean(excess)) < 3 * math.sqrt(2 * 19 / runs)
     assert binom.ppf(0.0005, runs, 0.05) <= alarms <= binom.isf(0.0005, runs, 0.05)
+
+
+@pytest.mark.parametrize("n_cur", [500, 1000, 1001, 10_000])
+def test_the_known_masses_are_used_only_when_the_reference_is_the_smaller_sample(
+    n_cur: int,
+) -> None:
+    rng = np.random.default_rng(n_cur)
+    reference = Reference.fit(pd.DataFrame({"v": rng.standard_normal(1000)}))
+    feature = reference.inputs["v"]
+    assert isinstance(feature, NumericProfile)
+    masses = _quantile_design(feature)
+    assert masses is not None
+    window = reference.summarize(pd.DataFrame({"v": rng.standard_normal(n_cur) * 1.05}))
+    a = np.asarray(feature.counts, dtype=np.float64)
+    b = np.asarray(window.inputs["v"].counts, dtype=np.float64)  # type: ignore[union-attr]
+    shape = _shape(feature, a, b, 1000, n_cur)
+    assert (shape == _design_chi_square(b, n_cur, masses, 1000)) == (n_cur > 1000)
 
 
 def test_the_missing_rate_test_is_exact_in_the_tail_of_unbalanced_samples() -> None:
