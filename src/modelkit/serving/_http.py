@@ -11,6 +11,7 @@ import json
 import math
 import os
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -77,7 +78,7 @@ def make_headers(pairs: Iterable[tuple[str, str]]) -> HeaderMap:
 
 
 class _RandomBytes:
-    """``os.urandom`` bytes, read 4 KiB at a time: one system call per 256 ids, not per id."""
+    """``os.urandom`` bytes, read 4 KiB at a time: one system call per 409 ids, not per id."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -102,9 +103,15 @@ _RANDOM = _RandomBytes()
 
 
 def new_id() -> str:
-    """A new random id: the hex of a version-4 UUID, as ``uuid.uuid4().hex`` makes, faster."""
-    raw = bytearray(_RANDOM.take(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
+    """A new id: the hex of a version-7 UUID (RFC 9562), Unix milliseconds then 74 random bits.
+
+    Ids that grow with time keep the registry's index of recorded predictions growing at its
+    end: random (version-4) ids land on random pages of that index, and each insert costs
+    more as the table grows (``benchmarks/serving/recorder.py``: 23 µs of the recorder's CPU
+    per prediction over the first 100,000, 32 µs at 600,000, against a flat 12 µs).
+    """
+    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + _RANDOM.take(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70
     raw[8] = (raw[8] & 0x3F) | 0x80
     return raw.hex()
 

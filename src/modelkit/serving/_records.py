@@ -40,7 +40,7 @@ class Request:
     percent-decoded; ``query`` the raw query string; ``headers`` a mapping or pairs (names
     are lower-cased, repeated headers joined with ``", "``); ``body`` the raw body bytes,
     still content-encoded. ``id`` is set by :meth:`App.handle` unless given (the client's
-    ``X-Request-ID`` when it sent a usable one, else a new uuid4 hex), and so is
+    ``X-Request-ID`` when it sent a usable one, else a new version-7 UUID's hex), and so is
     ``identity``: who sent the request, when it was authenticated.
     """
 

@@ -9,7 +9,7 @@ Seed protocol::
 
     POST /predict[?model=NAME]   {"features": [[0.1, -0.5, ...], ...], "return": ["predict_proba"]}
     200 {"prediction": [1, 0], "predict_proba": [[0.2, 0.8], ...],
-         "model": "seed", "version": "3", "id": "<uuid4 hex>"}
+         "model": "seed", "version": "3", "id": "<uuid7 hex>"}
 
 MLflow scoring protocol::
 

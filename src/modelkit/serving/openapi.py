@@ -88,7 +88,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "decision_function": {"type": "array"},
             "model": {"type": "string"},
             "version": {"type": ["string", "null"], "description": "null: an unversioned model"},
-            "id": {"type": "string", "description": "Prediction id (uuid4 hex)"},
+            "id": {
+                "type": "string",
+                "description": "Prediction id (version-7 UUID hex, time-ordered)",
+            },
         },
     },
     "InvocationsRequest": {

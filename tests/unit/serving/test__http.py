@@ -157,13 +157,18 @@ def test_long_integers_and_nan_literals_parse_as_pythons_json_does(
         assert parsed == expected
 
 
-def test_ids_are_distinct_version_4_uuids_also_across_a_fork() -> None:
+def test_ids_are_distinct_version_7_uuids_also_across_a_fork() -> None:
     import os
+    import time
     import uuid
 
+    before = time.time_ns() // 1_000_000
     ids = [new_id() for _ in range(2000)]  # several buffers of random bytes
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
-    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).hex == i for i in ids)
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).hex == i for i in ids)
+    assert all(before <= int(i[:12], 16) <= after for i in ids)  # their creation time
+    assert [i[:12] for i in ids] == sorted(i[:12] for i in ids)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
