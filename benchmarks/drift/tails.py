@@ -71,8 +71,7 @@ def shape(
         masses = tests._quantile_design(ref)  # type: ignore[arg-type]
         assert masses is not None, "normal data: bins at the reference's quantiles"
         design.append(tests._design_chi_square(b, m, masses, ref.n_finite)[2])  # type: ignore[union-attr]
-        ids = tests._groups((a + b) / (n + m), tests.MIN_EXPECTED / min(n, m))
-        pooled.append(tests._chi_square(a, b, n, m, ids)[2])
+        pooled.append(tests._pooled_chi_square(a, b, n, m)[2])
     return np.asarray(design), np.asarray(pooled)
 
 
@@ -138,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     for n, m in ((1000, 10_000), (500, 500), (10_000, 1000)):
         k = runs(40_000)  # the shape test picks its variant on these figures: measure finely
         design, pooled = shape(n, m, k, normal)
-        used = "*" if n < m else " "  # the variant check_drift runs (drift._shape)
-        line(f"shape, normal {n}/{m}: design{used}", k, design)
-        line(f"shape, normal {n}/{m}: pooled{' ' if n < m else '*'}", k, pooled)
+        marks = ("*", " ") if tests._design_applies(n, m) else (" ", "*")  # what check_drift runs
+        line(f"shape, normal {n}/{m}: design{marks[0]}", k, design)
+        line(f"shape, normal {n}/{m}: pooled{marks[1]}", k, pooled)
     k = runs(10_000)
     design, pooled = shape(1000, 10_000, k, rounded)
     line("shape, rounded to 0.01 1000/10000: design*", k, design)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -148,11 +149,10 @@ def _closed_pipe() -> int:
     Standard output is pointed at the null device, so the interpreter's final flush has
     nowhere to fail; the status is a shell's for a command killed by SIGPIPE.
     """
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     except (OSError, ValueError):  # no file descriptor behind sys.stdout (captured)
         pass
     return 128 + 13

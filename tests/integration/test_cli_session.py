@@ -44,13 +44,17 @@ FOREST = [
 ]
 
 
+def _console_script() -> str:
+    entry = shutil.which("modelkit", path=str(Path(sys.executable).parent))
+    assert entry is not None, "the modelkit console script is not installed"
+    return entry
+
+
 class Shell:
     """Runs ``modelkit …`` like a user's shell would, keeping a transcript."""
 
     def __init__(self, cwd: Path, home: Path) -> None:
-        entry = shutil.which("modelkit", path=str(Path(sys.executable).parent))
-        assert entry is not None, "the modelkit console script is not installed"
-        self.entry = entry
+        self.entry = _console_script()
         self.cwd = cwd
         self.env = {
             **os.environ,
@@ -183,8 +187,7 @@ def test_a_first_session_with_the_registry(tmp_path: Path) -> None:
 
 def test_output_piped_into_a_reader_that_went_away_ends_quietly(tmp_path: Path) -> None:
     """``modelkit plugins | head -0``: the reader is gone before the first write."""
-    entry = shutil.which("modelkit", path=str(Path(sys.executable).parent))
-    assert entry is not None
+    entry = _console_script()
     read_end, write_end = os.pipe()
     os.close(read_end)  # every write now fails with EPIPE
     try:

@@ -3,7 +3,7 @@
 :func:`store_alert` records one (a registry that cannot take it only warns);
 :func:`already_stored` tells whether an equivalent alert is stored already, so that several
 processes watching the same data (the workers of one server reading the same labels) store
-it once.
+it once. :func:`warn` is how every part of monitoring reports a problem without failing.
 """
 
 from __future__ import annotations

@@ -154,19 +154,22 @@ def test_drift_alerts_are_stored_in_the_registry(tmp_path: Path) -> None:
         assert alerts[0].details["features"][0]["name"] == "x"
 
 
+class _BrokenRegistry:
+    """A registry whose database is gone: it refuses every alert."""
+
+    url = "broken://"
+
+    def record_alert(self, *args: Any, **kwargs: Any) -> None:
+        from modelkit.exceptions import RegistryError
+
+        raise RegistryError("the database is gone")
+
+
 def test_an_unusable_registry_only_warns(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "reg")
     registry.close()
 
-    class Broken:
-        url = "broken://"
-
-        def record_alert(self, *args: Any, **kwargs: Any) -> None:
-            from modelkit.exceptions import RegistryError
-
-            raise RegistryError("the database is gone")
-
-    watcher = monitor(window=Window.tumbling(rows=300), registry=Broken())  # type: ignore[arg-type]
+    watcher = monitor(window=Window.tumbling(rows=300), registry=_BrokenRegistry())  # type: ignore[arg-type]
     with pytest.warns(MonitoringWarning, match="could not store a drift alert"):
         reports = watcher.observe(mixed(300, 15, shift=1.0))
     assert reports[0].drift
@@ -178,15 +181,7 @@ def test_an_unusable_registry_is_logged_where_warnings_are_errors(
     import logging
     import warnings
 
-    class Broken:
-        url = "broken://"
-
-        def record_alert(self, *args: Any, **kwargs: Any) -> None:
-            from modelkit.exceptions import RegistryError
-
-            raise RegistryError("the database is gone")
-
-    watcher = monitor(window=Window.tumbling(rows=300), registry=Broken())  # type: ignore[arg-type]
+    watcher = monitor(window=Window.tumbling(rows=300), registry=_BrokenRegistry())  # type: ignore[arg-type]
     with warnings.catch_warnings(), caplog.at_level(logging.WARNING, "modelkit.monitoring"):
         warnings.simplefilter("error", MonitoringWarning)
         reports = watcher.observe(mixed(300, 15, shift=1.0))
